@@ -1,0 +1,1 @@
+//! Embedded sled backend (in progress).

@@ -1,0 +1,257 @@
+//! One test body that every [`LeaseStore`] backend must pass.
+//!
+//! Each check returns `Err` with a description instead of panicking, so backends call
+//! [`run`] from their own tests and report every failure by name.
+
+use std::sync::Arc;
+
+use crate::{Compare, LeaseStore, Mutation};
+
+type Check = Result<(), String>;
+
+fn ensure(cond: bool, what: impl FnOnce() -> String) -> Check {
+    if cond {
+        Ok(())
+    } else {
+        Err(what())
+    }
+}
+
+fn err(e: crate::StoreError) -> String {
+    e.to_string()
+}
+
+/// Runs every check against `store`, whose keys under `root` must start empty.
+/// `root` lets a shared server (etcd) keep runs apart.
+pub async fn run<S: LeaseStore + 'static>(store: Arc<S>, root: &str) -> Check {
+    create_if_absent(&*store, &format!("{root}/a/")).await?;
+    compare_and_delete(&*store, &format!("{root}/b/")).await?;
+    atomic_multi_key(&*store, &format!("{root}/c/")).await?;
+    ordered_ranges(&*store, &format!("{root}/d/")).await?;
+    racing_claims(store.clone(), &format!("{root}/e/")).await?;
+    store.ping().await.map_err(err)?;
+    Ok(())
+}
+
+async fn create_if_absent<S: LeaseStore>(s: &S, p: &str) -> Check {
+    let k = format!("{p}k");
+    let put = |v: &str| vec![Mutation::Put(k.clone(), v.as_bytes().to_vec())];
+    let first = s
+        .commit(&[Compare::Absent(k.clone())], &put("one"))
+        .await
+        .map_err(err)?;
+    ensure(first, || {
+        "create-if-absent on a missing key was refused".into()
+    })?;
+    let second = s
+        .commit(&[Compare::Absent(k.clone())], &put("two"))
+        .await
+        .map_err(err)?;
+    ensure(!second, || {
+        "create-if-absent overwrote an existing key".into()
+    })?;
+    let e = s
+        .get(&k)
+        .await
+        .map_err(err)?
+        .ok_or("committed key is missing")?;
+    ensure(e.value == b"one", || {
+        format!("value changed to {:?}", e.value)
+    })?;
+    ensure(e.revision > 0, || "revision of an existing key is 0".into())?;
+    ensure(
+        s.get(&format!("{p}missing")).await.map_err(err)?.is_none(),
+        || "get of a missing key returned an entry".into(),
+    )
+}
+
+async fn compare_and_delete<S: LeaseStore>(s: &S, p: &str) -> Check {
+    let k = format!("{p}k");
+    s.commit(&[], &[Mutation::Put(k.clone(), b"v1".to_vec())])
+        .await
+        .map_err(err)?;
+    let r1 = s
+        .get(&k)
+        .await
+        .map_err(err)?
+        .ok_or("put key missing")?
+        .revision;
+    s.commit(&[], &[Mutation::Put(k.clone(), b"v2".to_vec())])
+        .await
+        .map_err(err)?;
+    let r2 = s
+        .get(&k)
+        .await
+        .map_err(err)?
+        .ok_or("put key missing")?
+        .revision;
+    ensure(r2 > r1, || {
+        format!("revision did not grow on update: {r1} then {r2}")
+    })?;
+    let stale = s
+        .commit(
+            &[Compare::Revision(k.clone(), r1)],
+            &[Mutation::Delete(k.clone())],
+        )
+        .await
+        .map_err(err)?;
+    ensure(!stale, || "delete with a stale revision was applied".into())?;
+    ensure(s.get(&k).await.map_err(err)?.is_some(), || {
+        "stale delete removed the key".into()
+    })?;
+    let fresh = s
+        .commit(
+            &[Compare::Revision(k.clone(), r2)],
+            &[Mutation::Delete(k.clone())],
+        )
+        .await
+        .map_err(err)?;
+    ensure(fresh, || {
+        "delete with the current revision was refused".into()
+    })?;
+    ensure(s.get(&k).await.map_err(err)?.is_none(), || {
+        "deleted key is still there".into()
+    })?;
+    let gone = s
+        .commit(
+            &[Compare::Revision(k.clone(), r2)],
+            &[Mutation::Delete(k.clone())],
+        )
+        .await
+        .map_err(err)?;
+    ensure(!gone, || "revision compare held on a missing key".into())
+}
+
+async fn atomic_multi_key<S: LeaseStore>(s: &S, p: &str) -> Check {
+    let (a, b, c) = (format!("{p}a"), format!("{p}b"), format!("{p}c"));
+    s.commit(&[], &[Mutation::Put(b.clone(), b"taken".to_vec())])
+        .await
+        .map_err(err)?;
+    // One comparison fails: nothing of the batch may land.
+    let applied = s
+        .commit(
+            &[Compare::Absent(a.clone()), Compare::Absent(b.clone())],
+            &[
+                Mutation::Put(a.clone(), b"x".to_vec()),
+                Mutation::Put(b.clone(), b"x".to_vec()),
+                Mutation::Put(c.clone(), b"x".to_vec()),
+            ],
+        )
+        .await
+        .map_err(err)?;
+    ensure(!applied, || {
+        "commit applied although a comparison failed".into()
+    })?;
+    ensure(s.get(&a).await.map_err(err)?.is_none(), || {
+        "partial commit wrote a".into()
+    })?;
+    ensure(s.get(&c).await.map_err(err)?.is_none(), || {
+        "partial commit wrote c".into()
+    })?;
+    let b_now = s.get(&b).await.map_err(err)?.ok_or("b vanished")?;
+    ensure(b_now.value == b"taken", || {
+        "partial commit overwrote b".into()
+    })?;
+    // All hold: everything lands with one revision.
+    let applied = s
+        .commit(
+            &[
+                Compare::Absent(a.clone()),
+                Compare::Revision(b.clone(), b_now.revision),
+            ],
+            &[
+                Mutation::Put(a.clone(), b"y".to_vec()),
+                Mutation::Delete(b.clone()),
+                Mutation::Put(c.clone(), b"y".to_vec()),
+            ],
+        )
+        .await
+        .map_err(err)?;
+    ensure(applied, || {
+        "commit refused although every comparison held".into()
+    })?;
+    let ra = s.get(&a).await.map_err(err)?.ok_or("a missing")?.revision;
+    let rc = s.get(&c).await.map_err(err)?.ok_or("c missing")?.revision;
+    ensure(ra == rc, || {
+        format!("one commit gave two revisions: {ra} and {rc}")
+    })?;
+    ensure(s.get(&b).await.map_err(err)?.is_none(), || {
+        "b was not deleted".into()
+    })
+}
+
+async fn ordered_ranges<S: LeaseStore>(s: &S, p: &str) -> Check {
+    let keys: Vec<String> = [7u32, 1, 30, 12, 255, 3]
+        .iter()
+        .map(|n| format!("{p}{n:08x}"))
+        .collect();
+    for k in &keys {
+        s.commit(
+            &[Compare::Absent(k.clone())],
+            &[Mutation::Put(k.clone(), k.as_bytes().to_vec())],
+        )
+        .await
+        .map_err(err)?;
+    }
+    let mut sorted = keys.clone();
+    sorted.sort();
+    let all = s
+        .range(&format!("{p}"), &format!("{p}~"), 0)
+        .await
+        .map_err(err)?;
+    let got: Vec<&str> = all.iter().map(|e| e.key.as_str()).collect();
+    ensure(
+        got == sorted.iter().map(String::as_str).collect::<Vec<_>>(),
+        || format!("range returned {got:?}, want {sorted:?}"),
+    )?;
+    ensure(all.iter().all(|e| e.value == e.key.as_bytes()), || {
+        "range values differ".into()
+    })?;
+    let limited = s
+        .range(&format!("{p}"), &format!("{p}~"), 2)
+        .await
+        .map_err(err)?;
+    ensure(
+        limited.len() == 2 && limited[0].key == sorted[0] && limited[1].key == sorted[1],
+        || format!("limit 2 returned {limited:?}"),
+    )?;
+    // Half-open: `from` included, `to` excluded.
+    let mid = s.range(&sorted[1], &sorted[3], 0).await.map_err(err)?;
+    ensure(
+        mid.len() == 2 && mid[0].key == sorted[1] && mid[1].key == sorted[2],
+        || format!("half-open range returned {mid:?}"),
+    )?;
+    let n = s.count(&sorted[1], &sorted[5]).await.map_err(err)?;
+    ensure(n == 4, || format!("count returned {n}, want 4"))?;
+    let empty = s.range(&sorted[3], &sorted[3], 0).await.map_err(err)?;
+    ensure(empty.is_empty(), || "empty range returned entries".into())
+}
+
+async fn racing_claims<S: LeaseStore + 'static>(s: Arc<S>, p: &str) -> Check {
+    // Many writers race for the same five keys: each key is won exactly once.
+    let mut tasks = Vec::new();
+    for i in 0..40u32 {
+        let s = s.clone();
+        let p = p.to_owned();
+        tasks.push(tokio::spawn(async move {
+            let k = format!("{p}{}", i % 5);
+            s.commit(
+                &[Compare::Absent(k.clone())],
+                &[Mutation::Put(k, i.to_be_bytes().to_vec())],
+            )
+            .await
+        }));
+    }
+    let mut won = 0;
+    for t in tasks {
+        match t.await {
+            Ok(Ok(true)) => won += 1,
+            Ok(Ok(false)) => {}
+            Ok(Err(e)) => return Err(format!("racing commit failed: {e}")),
+            Err(e) => return Err(format!("racing task died: {e}")),
+        }
+    }
+    ensure(won == 5, || format!("{won} writers won 5 keys"))?;
+    let n = s.count(p, &format!("{p}~")).await.map_err(err)?;
+    ensure(n == 5, || format!("{n} keys after the race, want 5"))
+}

@@ -1,0 +1,150 @@
+//! The key layout, shared by every backend:
+//!
+//! ```text
+//! <prefix>/<network>/ip/4/<8 hex digits>          -> IpRecord   (one per IPv4 address held)
+//! <prefix>/<network>/ip/6/<32 hex digits>         -> IpRecord   (one per IPv6 address held)
+//! <prefix>/<network>/owner/<container id>/<ifname> -> Attachment (what one attachment holds)
+//! <prefix>/<network>/pod/<namespace>/<name>         -> Binding    (fixed or sticky addresses of a pod)
+//! ```
+//!
+//! Addresses are fixed-width hex so that key order is address order: a window of a range is one
+//! ordered range read, whatever the size of the range.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+/// Default prefix of every key.
+pub const DEFAULT_PREFIX: &str = "/kube-ipam";
+
+/// Key builder for one network.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Keys {
+    root: String,
+}
+
+impl Keys {
+    /// `prefix` is used as given less trailing slashes; `network` must already be validated
+    /// (no `/`), which the config layer does.
+    pub fn new(prefix: &str, network: &str) -> Self {
+        Keys {
+            root: format!("{}/{}/", prefix.trim_end_matches('/'), network),
+        }
+    }
+
+    /// Everything of this network: `[from, to)`.
+    pub fn all(&self) -> (String, String) {
+        span(&self.root)
+    }
+
+    pub fn ip(&self, addr: IpAddr) -> String {
+        match addr {
+            IpAddr::V4(a) => format!("{}ip/4/{:08x}", self.root, u32::from(a)),
+            IpAddr::V6(a) => format!("{}ip/6/{:032x}", self.root, u128::from(a)),
+        }
+    }
+
+    /// Keys of the addresses `first..=last` (same family): `[from, to)`.
+    pub fn ip_range(&self, first: IpAddr, last: IpAddr) -> (String, String) {
+        let mut to = self.ip(last);
+        // Fixed-width keys: anything longer than `last`'s key sorts after it and before the next.
+        to.push('\0');
+        (self.ip(first), to)
+    }
+
+    /// Every address record of the network, both families: `[from, to)`.
+    pub fn ips(&self) -> (String, String) {
+        span(&format!("{}ip/", self.root))
+    }
+
+    /// Parses an address key of this network back into the address.
+    pub fn parse_ip(&self, key: &str) -> Option<IpAddr> {
+        let rest = key.strip_prefix(&self.root)?.strip_prefix("ip/")?;
+        if let Some(hex) = rest.strip_prefix("4/") {
+            if hex.len() != 8 {
+                return None;
+            }
+            u32::from_str_radix(hex, 16)
+                .ok()
+                .map(|v| IpAddr::V4(Ipv4Addr::from(v)))
+        } else if let Some(hex) = rest.strip_prefix("6/") {
+            if hex.len() != 32 {
+                return None;
+            }
+            u128::from_str_radix(hex, 16)
+                .ok()
+                .map(|v| IpAddr::V6(Ipv6Addr::from(v)))
+        } else {
+            None
+        }
+    }
+
+    pub fn owner(&self, container_id: &str, ifname: &str) -> String {
+        format!("{}owner/{}/{}", self.root, container_id, ifname)
+    }
+
+    /// Every owner record of the network: `[from, to)`.
+    pub fn owners(&self) -> (String, String) {
+        span(&format!("{}owner/", self.root))
+    }
+
+    pub fn binding(&self, namespace: &str, name: &str) -> String {
+        format!("{}pod/{}/{}", self.root, namespace, name)
+    }
+
+    /// Every pod binding of the network: `[from, to)`.
+    pub fn bindings(&self) -> (String, String) {
+        span(&format!("{}pod/", self.root))
+    }
+}
+
+/// `[p, p')` where `p'` is the smallest string greater than every string starting with `p`.
+/// Our prefixes end in `/`, so bumping that byte to `0` is enough.
+fn span(prefix: &str) -> (String, String) {
+    let mut end = prefix.to_owned();
+    if end.ends_with('/') {
+        end.pop();
+        end.push('0');
+    } else {
+        end.push('\u{7f}');
+    }
+    (prefix.to_owned(), end)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_sort_in_address_order() {
+        let k = Keys::new("/kube-ipam/", "net");
+        let a = k.ip("10.0.0.9".parse().unwrap());
+        let b = k.ip("10.0.0.10".parse().unwrap());
+        let c = k.ip("10.0.1.0".parse().unwrap());
+        assert!(a < b && b < c);
+        assert_eq!(a, "/kube-ipam/net/ip/4/0a000009");
+        let (from, to) = k.ip_range("10.0.0.9".parse().unwrap(), "10.0.0.10".parse().unwrap());
+        assert!(from <= a && a < to && b < to && c >= to);
+    }
+
+    #[test]
+    fn parse_round_trips() {
+        let k = Keys::new("/p", "n");
+        for s in ["0.0.0.0", "255.255.255.255", "::", "fd00::1", "ffff::ffff"] {
+            let ip: IpAddr = s.parse().unwrap();
+            assert_eq!(k.parse_ip(&k.ip(ip)), Some(ip));
+        }
+        assert_eq!(k.parse_ip("/p/n/ip/4/zz"), None);
+        assert_eq!(k.parse_ip("/p/other/ip/4/0a000001"), None);
+    }
+
+    #[test]
+    fn spans_cover_their_prefix_only() {
+        let k = Keys::new("/p", "n");
+        let (from, to) = k.owners();
+        let inside = k.owner("abc", "eth0");
+        assert!(from <= inside && inside < to);
+        assert!(k.binding("ns", "x") >= to || k.binding("ns", "x") < from);
+        let (f, t) = k.all();
+        assert!(f <= inside && inside < t);
+        assert!(Keys::new("/p", "n2").owner("a", "b") >= t);
+    }
+}

@@ -1,0 +1,113 @@
+use async_trait::async_trait;
+
+use crate::StoreError;
+
+/// A store-wide, monotonically increasing version of a key's last change
+/// (etcd's `mod_revision`). Never 0 for a key that exists.
+pub type Revision = u64;
+
+/// One key with its value and the revision of its last change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub key: String,
+    pub value: Vec<u8>,
+    pub revision: Revision,
+}
+
+/// A condition of a [`LeaseStore::commit`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Compare {
+    /// The key does not exist.
+    Absent(String),
+    /// The key exists and was last changed at exactly this revision.
+    Revision(String, Revision),
+}
+
+/// A change applied by a [`LeaseStore::commit`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mutation {
+    Put(String, Vec<u8>),
+    Delete(String),
+}
+
+impl Mutation {
+    pub fn key(&self) -> &str {
+        match self {
+            Mutation::Put(k, _) | Mutation::Delete(k) => k,
+        }
+    }
+}
+
+/// Ordered key-value storage with conditional multi-key commits.
+///
+/// Keys are ASCII and compare bytewise. Implementations must make `commit` atomic (all
+/// mutations or none), conditional (applied only if every comparison holds at the moment of
+/// applying) and durable before it returns `Ok(true)`.
+#[async_trait]
+pub trait LeaseStore: Send + Sync {
+    /// The entry at `key`, if any.
+    async fn get(&self, key: &str) -> Result<Option<Entry>, StoreError>;
+
+    /// Entries with `from <= key < to`, in key order, at most `limit` of them (0: no limit).
+    async fn range(&self, from: &str, to: &str, limit: usize) -> Result<Vec<Entry>, StoreError>;
+
+    /// How many keys lie in `from <= key < to`.
+    async fn count(&self, from: &str, to: &str) -> Result<u64, StoreError>;
+
+    /// Applies `mutations` if and only if every comparison in `compares` holds.
+    /// Returns whether they were applied.
+    async fn commit(
+        &self,
+        compares: &[Compare],
+        mutations: &[Mutation],
+    ) -> Result<bool, StoreError>;
+
+    /// Cheap round trip proving the store can serve requests now.
+    async fn ping(&self) -> Result<(), StoreError>;
+}
+
+#[async_trait]
+impl<S: LeaseStore + ?Sized> LeaseStore for std::sync::Arc<S> {
+    async fn get(&self, key: &str) -> Result<Option<Entry>, StoreError> {
+        (**self).get(key).await
+    }
+    async fn range(&self, from: &str, to: &str, limit: usize) -> Result<Vec<Entry>, StoreError> {
+        (**self).range(from, to, limit).await
+    }
+    async fn count(&self, from: &str, to: &str) -> Result<u64, StoreError> {
+        (**self).count(from, to).await
+    }
+    async fn commit(
+        &self,
+        compares: &[Compare],
+        mutations: &[Mutation],
+    ) -> Result<bool, StoreError> {
+        (**self).commit(compares, mutations).await
+    }
+    async fn ping(&self) -> Result<(), StoreError> {
+        (**self).ping().await
+    }
+}
+
+#[async_trait]
+impl<S: LeaseStore + ?Sized> LeaseStore for Box<S> {
+    async fn get(&self, key: &str) -> Result<Option<Entry>, StoreError> {
+        (**self).get(key).await
+    }
+    async fn range(&self, from: &str, to: &str, limit: usize) -> Result<Vec<Entry>, StoreError> {
+        (**self).range(from, to, limit).await
+    }
+    async fn count(&self, from: &str, to: &str) -> Result<u64, StoreError> {
+        (**self).count(from, to).await
+    }
+    async fn commit(
+        &self,
+        compares: &[Compare],
+        mutations: &[Mutation],
+    ) -> Result<bool, StoreError> {
+        (**self).commit(compares, mutations).await
+    }
+    async fn ping(&self) -> Result<(), StoreError> {
+        (**self).ping().await
+    }
+}
