@@ -196,7 +196,7 @@ async fn ordered_ranges<S: LeaseStore>(s: &S, p: &str) -> Check {
     let mut sorted = keys.clone();
     sorted.sort();
     let all = s
-        .range(&format!("{p}"), &format!("{p}~"), 0)
+        .range(p, &format!("{p}~"), 0)
         .await
         .map_err(err)?;
     let got: Vec<&str> = all.iter().map(|e| e.key.as_str()).collect();
@@ -208,7 +208,7 @@ async fn ordered_ranges<S: LeaseStore>(s: &S, p: &str) -> Check {
         "range values differ".into()
     })?;
     let limited = s
-        .range(&format!("{p}"), &format!("{p}~"), 2)
+        .range(p, &format!("{p}~"), 2)
         .await
         .map_err(err)?;
     ensure(
