@@ -1,0 +1,186 @@
+use etcd_client::Error;
+use kube_ipam_store::StoreError;
+use tonic::Code;
+
+/// What a failed request tells about retrying it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Failure {
+    /// The request never reached an etcd member (no connection, no leader): safe to send
+    /// again, even a commit, because nothing can have been applied.
+    NotSent,
+    /// The TLS handshake failed on a certificate. Nothing was sent, and waiting will not
+    /// fix it: the files or the server's certificate need changing.
+    Tls,
+    /// It may or may not have been applied; only reads can be repeated blindly.
+    Unknown,
+    /// etcd refused it; asking again gets the same answer.
+    Rejected,
+}
+
+impl Failure {
+    /// Whether sending the request again is harmless: always for reads, and for writes
+    /// only when the first attempt cannot have been applied.
+    pub fn may_repeat(self, read: bool) -> bool {
+        match self {
+            Failure::NotSent | Failure::Tls => true,
+            Failure::Unknown => read,
+            Failure::Rejected => false,
+        }
+    }
+}
+
+/// Why a request failed, and whether sending it again is safe.
+#[derive(Debug)]
+pub(crate) struct Failed {
+    pub kind: Failure,
+    pub reason: String,
+}
+
+pub(crate) fn classify(e: &Error) -> Failed {
+    match e {
+        Error::GRpcStatus(s) => {
+            let msg = s.message();
+            let top = if msg.is_empty() {
+                format!("{:?}", s.code())
+            } else {
+                msg.to_owned()
+            };
+            let reason = with_causes(top, s);
+            let kind = match s.code() {
+                Code::InvalidArgument
+                | Code::FailedPrecondition
+                | Code::OutOfRange
+                | Code::Unimplemented
+                | Code::PermissionDenied
+                | Code::Unauthenticated => Failure::Rejected,
+                _ if certificate_problem(&reason) => Failure::Tls,
+                Code::Unavailable if never_sent(msg) => Failure::NotSent,
+                _ => Failure::Unknown,
+            };
+            Failed { kind, reason }
+        }
+        Error::TransportError(t) => {
+            let reason = with_causes(e.to_string(), t);
+            let kind = if certificate_problem(&reason) {
+                Failure::Tls
+            } else {
+                Failure::Unknown
+            };
+            Failed { kind, reason }
+        }
+        Error::InvalidArgs(_) | Error::InvalidUri(_) | Error::InvalidMetadataValue(_) => Failed {
+            kind: Failure::Rejected,
+            reason: e.to_string(),
+        },
+        _ => Failed {
+            kind: Failure::Unknown,
+            reason: e.to_string(),
+        },
+    }
+}
+
+/// Messages that tonic and etcd give only before a request is handed to a member: the
+/// connection could not be set up, or the member had no leader to propose to (requests
+/// carry `require_leader`).
+fn never_sent(msg: &str) -> bool {
+    const PREFIXES: &[&str] = &[
+        "tcp connect error",
+        "error trying to connect",
+        "etcdserver: no leader",
+    ];
+    PREFIXES.iter().any(|p| msg.starts_with(p))
+}
+
+/// rustls's wording for a certificate it refused, or an alert by which the server refused
+/// ours.
+fn certificate_problem(reason: &str) -> bool {
+    reason.contains("invalid peer certificate") || reason.contains("received fatal alert")
+}
+
+/// Transport errors say little at the top ("transport error", "operation was canceled");
+/// the cause that names the problem (a TLS alert, a refused connection) sits deeper.
+pub(crate) fn with_causes(mut text: String, e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let t = c.to_string();
+        // tonic's wrapper adds this line at several depths without saying anything.
+        if t != "transport error" && !text.contains(&t) {
+            text.push_str(": ");
+            text.push_str(&t);
+        }
+        cause = c.source();
+    }
+    text
+}
+
+impl Failed {
+    pub fn into_store_error(self, endpoints: &str, what: &str) -> StoreError {
+        match self.kind {
+            Failure::Rejected => {
+                StoreError::Config(format!("etcd {endpoints} refused {what}: {}", self.reason))
+            }
+            Failure::Tls => StoreError::Config(format!(
+                "etcd {endpoints}: {what} failed in the TLS handshake \
+                 (check etcdTrustedCAFileFile, etcdCertFile, etcdKeyFile): {}",
+                self.reason
+            )),
+            Failure::NotSent | Failure::Unknown => {
+                StoreError::Unavailable(format!("etcd {endpoints}: {what} failed: {}", self.reason))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(code: Code, msg: &str) -> Error {
+        Error::GRpcStatus(tonic::Status::new(code, msg))
+    }
+
+    #[test]
+    fn connection_failures_are_safe_to_repeat() {
+        let f = classify(&status(Code::Unavailable, "tcp connect error"));
+        assert_eq!(f.kind, Failure::NotSent);
+        assert!(f.kind.may_repeat(false));
+        let f = classify(&status(Code::Unavailable, "etcdserver: no leader"));
+        assert_eq!(f.kind, Failure::NotSent);
+    }
+
+    #[test]
+    fn ambiguous_failures_repeat_only_reads() {
+        for (code, msg) in [
+            (Code::Unavailable, "etcdserver: request timed out"),
+            (Code::Unknown, "operation was canceled"),
+            (Code::Cancelled, "Timeout expired"),
+        ] {
+            let f = classify(&status(code, msg));
+            assert_eq!(f.kind, Failure::Unknown, "{msg}");
+            assert!(f.kind.may_repeat(true) && !f.kind.may_repeat(false));
+        }
+    }
+
+    #[test]
+    fn refusals_and_certificates_are_configuration() {
+        let f = classify(&status(
+            Code::InvalidArgument,
+            "etcdserver: too many operations in txn request",
+        ));
+        assert_eq!(f.kind, Failure::Rejected);
+        assert!(matches!(
+            f.into_store_error("http://e:2379", "commit"),
+            StoreError::Config(_)
+        ));
+        let f = classify(&status(
+            Code::Unavailable,
+            "invalid peer certificate: UnknownIssuer",
+        ));
+        assert_eq!(f.kind, Failure::Tls);
+        let e = f.into_store_error("https://e:2379", "connect");
+        assert!(
+            matches!(&e, StoreError::Config(m) if m.contains("etcdTrustedCAFileFile")),
+            "{e}"
+        );
+    }
+}

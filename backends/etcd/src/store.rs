@@ -1,0 +1,344 @@
+use std::collections::HashSet;
+use std::future::Future;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use etcd_client::{
+    Client, Compare as EtcdCompare, CompareOp, ConnectOptions, GetOptions, KeyValue, KvClient,
+    SortOrder, SortTarget, Txn, TxnOp,
+};
+use kube_ipam_store::{Compare, Entry, LeaseStore, Mutation, StoreError};
+use tokio::time::{sleep, timeout_at, Instant};
+
+use crate::errors::{classify, with_causes, Failed};
+use crate::options::EtcdOptions;
+
+/// Read by [`LeaseStore::ping`]; it need not exist, the linearizable read is the point.
+const PING_KEY: &str = "/kube-ipam-ping";
+
+/// A range over a large, nearly full pool can exceed tonic's 4 MiB default; etcd itself
+/// sends responses of any size.
+const MAX_RESPONSE_BYTES: usize = 64 << 20;
+
+/// First pause between attempts; grows linearly so a restarting member has time to answer.
+const BACKOFF: Duration = Duration::from_millis(25);
+
+/// A [`LeaseStore`] on an etcd v3 cluster.
+///
+/// Cheap to share behind an `Arc`: requests from many tasks multiplex over the same
+/// connections.
+pub struct EtcdStore {
+    kv: KvClient,
+    /// For error messages: which etcd could not be reached.
+    endpoints: String,
+    request_timeout: Duration,
+    /// Enough attempts for a request to find a live member when some are down.
+    attempts: u32,
+}
+
+impl std::fmt::Debug for EtcdStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdStore")
+            .field("endpoints", &self.endpoints)
+            .field("request_timeout", &self.request_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Whether a request may run twice if the first outcome is unknown.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Repeat {
+    Read,
+    Write,
+}
+
+impl EtcdStore {
+    /// Connects and proves the cluster answers a linearizable read within
+    /// `connect_timeout`, so a bad certificate or an unreachable cluster is reported here,
+    /// with its cause, rather than as a timeout of the first real request.
+    pub async fn connect(opts: EtcdOptions) -> Result<EtcdStore, StoreError> {
+        let prepared = opts.prepare()?;
+        let endpoints = prepared.endpoints.join(",");
+        let anonymous_tls = prepared.tls.is_some() && !prepared.client_identity;
+        let mut connect = ConnectOptions::new()
+            .with_connect_timeout(opts.connect_timeout)
+            // Without a leader a member queues requests; failing them lets another member
+            // (or the caller's retry) take over.
+            .with_require_leader(true);
+        if let Some(tls) = prepared.tls {
+            connect = connect.with_tls(tls);
+        }
+        let deadline = Instant::now() + opts.connect_timeout;
+        let client = match timeout_at(
+            deadline,
+            Client::connect(&prepared.endpoints, Some(connect)),
+        )
+        .await
+        {
+            Ok(Ok(client)) => client,
+            Ok(Err(e)) => return Err(connect_error(&endpoints, e)),
+            Err(_) => {
+                return Err(StoreError::Unavailable(format!(
+                    "etcd {endpoints}: no connection within {:?}",
+                    opts.connect_timeout
+                )))
+            }
+        };
+        let attempts = u32::try_from(prepared.endpoints.len())
+            .unwrap_or(u32::MAX)
+            .saturating_mul(2)
+            .max(3);
+        let store = EtcdStore {
+            kv: client
+                .kv_client()
+                .max_decoding_message_size(MAX_RESPONSE_BYTES),
+            endpoints,
+            request_timeout: opts.request_timeout,
+            attempts,
+        };
+        match store.probe("connect", deadline, opts.connect_timeout).await {
+            Ok(()) => Ok(store),
+            // Under TLS 1.3 a server that demands a client certificate rejects the missing one
+            // only after the handshake, so the client sees a broken connection, not the reason.
+            Err(StoreError::Unavailable(m)) if anonymous_tls && !m.contains("connect error") => {
+                Err(StoreError::Unavailable(format!(
+                    "{m} (no client certificate is configured: if etcd runs with \
+                     --client-cert-auth, set etcdCertFile and etcdKeyFile)"
+                )))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn probe(
+        &self,
+        what: &str,
+        deadline: Instant,
+        budget: Duration,
+    ) -> Result<(), StoreError> {
+        self.run(what, Repeat::Read, deadline, budget, |mut kv| async move {
+            kv.get(PING_KEY, Some(GetOptions::new().with_count_only()))
+                .await
+                .map(|_| ())
+        })
+        .await
+    }
+
+    /// A request bounded by the request timeout.
+    async fn request<T, F, Fut>(&self, what: &str, repeat: Repeat, op: F) -> Result<T, StoreError>
+    where
+        F: FnMut(KvClient) -> Fut,
+        Fut: Future<Output = Result<T, etcd_client::Error>>,
+    {
+        let budget = self.request_timeout;
+        self.run(what, repeat, Instant::now() + budget, budget, op)
+            .await
+    }
+
+    /// Sends a request until it succeeds, fails for good, or the deadline passes (`budget`
+    /// names the limit in messages). Each attempt may land on a different member, which is
+    /// what lets a multi-endpoint store ride out a dead member.
+    async fn run<T, F, Fut>(
+        &self,
+        what: &str,
+        repeat: Repeat,
+        deadline: Instant,
+        budget: Duration,
+        mut op: F,
+    ) -> Result<T, StoreError>
+    where
+        F: FnMut(KvClient) -> Fut,
+        Fut: Future<Output = Result<T, etcd_client::Error>>,
+    {
+        let mut last: Option<Failed> = None;
+        for attempt in 1..=self.attempts {
+            let failed = match timeout_at(deadline, op(self.kv.clone())).await {
+                Ok(Ok(v)) => return Ok(v),
+                Ok(Err(e)) => classify(&e),
+                Err(_) => return Err(self.timed_out(what, repeat, budget, last)),
+            };
+            let again = failed.kind.may_repeat(repeat == Repeat::Read);
+            let pause = BACKOFF * attempt;
+            if !again || attempt == self.attempts || Instant::now() + pause >= deadline {
+                return Err(failed.into_store_error(&self.endpoints, what));
+            }
+            last = Some(failed);
+            sleep(pause).await;
+        }
+        Err(self.timed_out(what, repeat, budget, last))
+    }
+
+    fn timed_out(
+        &self,
+        what: &str,
+        repeat: Repeat,
+        budget: Duration,
+        last: Option<Failed>,
+    ) -> StoreError {
+        let mut msg = format!(
+            "etcd {}: {what} got no answer within {budget:?}",
+            self.endpoints
+        );
+        if let Some(last) = last {
+            msg.push_str(&format!(" (last error: {})", last.reason));
+        }
+        if repeat == Repeat::Write {
+            msg.push_str("; it may or may not have been applied");
+        }
+        StoreError::Unavailable(msg)
+    }
+}
+
+fn connect_error(endpoints: &str, e: etcd_client::Error) -> StoreError {
+    use etcd_client::Error as E;
+    match e {
+        // Raised while building endpoints and TLS settings: nothing was sent yet.
+        // Building the TLS settings is the only transport work done before the first request.
+        E::TransportError(t) => StoreError::Config(format!(
+            "etcd {endpoints}: cannot use the TLS files (etcdTrustedCAFileFile, etcdCertFile, \
+             etcdKeyFile): {}",
+            with_causes(String::new(), &t).trim_start_matches(": ")
+        )),
+        E::InvalidArgs(_) | E::InvalidUri(_) => {
+            StoreError::Config(format!("etcd {endpoints}: {e}"))
+        }
+        other => StoreError::Unavailable(format!("etcd {endpoints}: connect failed: {other}")),
+    }
+}
+
+fn entry(kv: KeyValue) -> Result<Entry, StoreError> {
+    let revision = kv.mod_revision();
+    let (key, value) = kv.into_key_value();
+    let key = String::from_utf8(key).map_err(|e| StoreError::Corrupt {
+        key: String::from_utf8_lossy(e.as_bytes()).into_owned(),
+        reason: "key is not UTF-8".into(),
+    })?;
+    let revision = u64::try_from(revision)
+        .ok()
+        .filter(|r| *r > 0)
+        .ok_or_else(|| StoreError::Corrupt {
+            key: key.clone(),
+            reason: format!("mod revision {revision} is not positive"),
+        })?;
+    Ok(Entry {
+        key,
+        value,
+        revision,
+    })
+}
+
+/// etcd refuses a transaction that touches one key twice; applying mutations in order means
+/// only the last one per key matters, so the rest are dropped.
+fn last_per_key(mutations: &[Mutation]) -> Vec<&Mutation> {
+    let mut seen = HashSet::new();
+    let mut kept: Vec<&Mutation> = mutations
+        .iter()
+        .rev()
+        .filter(|m| seen.insert(m.key()))
+        .collect();
+    kept.reverse();
+    kept
+}
+
+#[async_trait]
+impl LeaseStore for EtcdStore {
+    async fn get(&self, key: &str) -> Result<Option<Entry>, StoreError> {
+        let mut resp = self
+            .request("get", Repeat::Read, |mut kv| async move {
+                kv.get(key, None).await
+            })
+            .await?;
+        resp.take_kvs().into_iter().next().map(entry).transpose()
+    }
+
+    async fn range(&self, from: &str, to: &str, limit: usize) -> Result<Vec<Entry>, StoreError> {
+        if from >= to {
+            return Ok(Vec::new());
+        }
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let mut resp = self
+            .request("range", Repeat::Read, |mut kv| async move {
+                let opts = GetOptions::new()
+                    .with_range(to)
+                    .with_limit(limit)
+                    .with_sort(SortTarget::Key, SortOrder::Ascend);
+                kv.get(from, Some(opts)).await
+            })
+            .await?;
+        resp.take_kvs().into_iter().map(entry).collect()
+    }
+
+    async fn count(&self, from: &str, to: &str) -> Result<u64, StoreError> {
+        if from >= to {
+            return Ok(0);
+        }
+        let resp = self
+            .request("count", Repeat::Read, |mut kv| async move {
+                let opts = GetOptions::new().with_range(to).with_count_only();
+                kv.get(from, Some(opts)).await
+            })
+            .await?;
+        u64::try_from(resp.count()).map_err(|_| StoreError::Corrupt {
+            key: from.to_owned(),
+            reason: format!("negative count {}", resp.count()),
+        })
+    }
+
+    async fn commit(
+        &self,
+        compares: &[Compare],
+        mutations: &[Mutation],
+    ) -> Result<bool, StoreError> {
+        let mut when = Vec::with_capacity(compares.len());
+        for c in compares {
+            when.push(match c {
+                // create_revision is 0 exactly when the key does not exist.
+                Compare::Absent(k) => EtcdCompare::create_revision(k.as_str(), CompareOp::Equal, 0),
+                Compare::Revision(k, r) => match i64::try_from(*r) {
+                    Ok(r) if r > 0 => EtcdCompare::mod_revision(k.as_str(), CompareOp::Equal, r),
+                    // No existing key has such a revision, and etcd's mod_revision of a
+                    // missing key is 0, which must not count as a match either.
+                    _ => return Ok(false),
+                },
+            });
+        }
+        let then: Vec<TxnOp> = last_per_key(mutations)
+            .into_iter()
+            .map(|m| match m {
+                Mutation::Put(k, v) => TxnOp::put(k.as_str(), v.clone(), None),
+                Mutation::Delete(k) => TxnOp::delete(k.as_str(), None),
+            })
+            .collect();
+        let txn = Txn::new().when(when).and_then(then);
+        self.request("commit", Repeat::Write, |mut kv| {
+            let txn = txn.clone();
+            async move { kv.txn(txn).await.map(|r| r.succeeded()) }
+        })
+        .await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        let budget = self.request_timeout;
+        self.probe("ping", Instant::now() + budget, budget).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn later_mutations_of_a_key_win() {
+        let put = |k: &str, v: &str| Mutation::Put(k.into(), v.as_bytes().to_vec());
+        let del = |k: &str| Mutation::Delete(k.into());
+        let ms = [
+            put("a", "1"),
+            put("b", "1"),
+            del("a"),
+            put("c", "1"),
+            put("b", "2"),
+        ];
+        let kept: Vec<Mutation> = last_per_key(&ms).into_iter().cloned().collect();
+        assert_eq!(kept, [del("a"), put("c", "1"), put("b", "2")]);
+    }
+}
