@@ -1,0 +1,106 @@
+//! The validated network config the rest of the plugin works from. Parsing and checking live in
+//! the sibling modules; nothing here can hold an invalid value once `parse` has returned it.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ipnet::IpNet;
+
+/// The whole stdin of a CNI call, as far as kube-ipam cares.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NetConf {
+    pub cni_version: String,
+    /// Network name; part of every store key, so limited to `[A-Za-z0-9_.-]`.
+    pub name: String,
+    /// `type` of the main plugin (bridge, macvlan, ...), for logs.
+    pub plugin_type: String,
+    pub ipam: IpamConf,
+    /// `runtimeConfig.ips`: the CNI `ips` capability (Multus fills it from the selection annotation).
+    pub runtime_ips: Vec<RequestedIp>,
+    /// `args.cni.ips`.
+    pub args_ips: Vec<RequestedIp>,
+    /// `prevResult`, raw: only CHECK reads it, and in the caller's result shape.
+    pub prev_result: Option<serde_json::Value>,
+    /// GC: `cni.dev/valid-attachments` (or the older `cni.dev/attachments`). `None`: not given.
+    pub valid_attachments: Option<Vec<AttachmentRef>>,
+}
+
+/// An address asked for by name, with an optional prefix length (`10.1.2.3/24` or `10.1.2.3`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestedIp {
+    pub address: IpAddr,
+    pub prefix_len: Option<u8>,
+}
+
+/// One entry of the GC attachment list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttachmentRef {
+    pub container_id: String,
+    pub ifname: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct IpamConf {
+    /// `type` of the ipam block (normally `kube-ipam`).
+    pub ipam_type: String,
+    /// One address is handed out per range set: one set per family in a dual-stack network.
+    /// The top-level `subnet`/`rangeStart`/... form becomes a single set with a single range.
+    pub range_sets: Vec<RangeSet>,
+    pub routes: Vec<Route>,
+    /// `resolvConf`: host file whose nameservers/search/options go into the result's `dns`.
+    pub resolv_conf: Option<PathBuf>,
+    /// `etcdConfig`; `None` means the embedded store.
+    pub etcd: Option<EtcdConf>,
+    /// `kubeConfig`, at ipam level or inside `etcdConfig`.
+    pub kube_config: Option<PathBuf>,
+    /// `dataDir`: the embedded store's directory (default `/var/lib/cni/kube-ipam`).
+    pub data_dir: PathBuf,
+    /// `logFile` (default `/var/log/kube-ipam.log`).
+    pub log_file: PathBuf,
+    /// `logLevel`: error, warn, info (default), debug, trace.
+    pub log_level: String,
+    /// `stickyIPs`: every pod of the network keeps its first dynamic address.
+    pub sticky_ips: bool,
+    /// `keyPrefix`: root of every store key (default `/kube-ipam`).
+    pub key_prefix: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RangeSet {
+    pub ranges: Vec<Range>,
+}
+
+/// One range: a subnet, the dynamic part of it, and the optional fixed zone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Range {
+    /// Network address with prefix; host bits are rejected, never silently cleared.
+    pub subnet: IpNet,
+    /// First and last address handed out dynamically (defaults as host-local).
+    pub range_start: IpAddr,
+    pub range_end: IpAddr,
+    /// `gateway`; default network+1. Never handed out.
+    pub gateway: Option<IpAddr>,
+    /// `fixedStart`..=`fixedEnd`: where fixed addresses must lie. Never handed out dynamically.
+    pub fixed: Option<(IpAddr, IpAddr)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    pub dst: IpNet,
+    pub gw: Option<IpAddr>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EtcdConf {
+    /// `etcdURL` split on commas, trimmed, each `http://` or `https://`.
+    pub endpoints: Vec<String>,
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    /// `etcdTrustedCAFileFile` (the original plugin's spelling; `etcdTrustedCAFile` accepted too).
+    pub ca_file: Option<PathBuf>,
+    /// `dialTimeout` in seconds inside etcdConfig (default 3).
+    pub connect_timeout: Duration,
+    /// `requestTimeout` in seconds inside etcdConfig (default 5).
+    pub request_timeout: Duration,
+}
