@@ -1,0 +1,295 @@
+//! Engine properties over the in-memory store.
+
+use std::collections::{BTreeSet, HashMap};
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use kube_ipam_store::{Holder, Keys, LeaseStore, MemoryStore};
+use proptest::prelude::*;
+
+use super::pool::{to_u128, Pool};
+use super::{AddRequest, Allocator, Wanted};
+use crate::config::{IpamConf, Range, RangeSet, RequestedIp};
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+pub(crate) fn ipam(sets: Vec<Vec<Range>>) -> IpamConf {
+    IpamConf {
+        ipam_type: "kube-ipam".into(),
+        range_sets: sets.into_iter().map(|ranges| RangeSet { ranges }).collect(),
+        routes: vec![],
+        resolv_conf: None,
+        etcd: None,
+        kube_config: None,
+        data_dir: PathBuf::from("/nonexistent"),
+        log_file: PathBuf::from("/nonexistent.log"),
+        log_level: "info".into(),
+        sticky_ips: false,
+        key_prefix: "/kube-ipam".into(),
+    }
+}
+
+fn range(
+    subnet: &str,
+    start: &str,
+    end: &str,
+    gw: Option<&str>,
+    fixed: Option<(&str, &str)>,
+) -> Range {
+    Range {
+        subnet: subnet.parse().unwrap(),
+        range_start: ip(start),
+        range_end: ip(end),
+        gateway: gw.map(ip),
+        fixed: fixed.map(|(a, b)| (ip(a), ip(b))),
+    }
+}
+
+fn holder(i: usize) -> Holder {
+    Holder {
+        container_id: format!("c{i}"),
+        ifname: "eth0".into(),
+        pod: None,
+        node: "n1".into(),
+    }
+}
+
+fn add(i: usize) -> AddRequest {
+    AddRequest {
+        holder: holder(i),
+        wanted: vec![],
+    }
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn small_range_is_used_up_exactly_then_reported_exhausted() {
+    // 10.0.0.0/29: .1 gateway, .2-.6 dynamic, .7 broadcast.
+    let conf = ipam(vec![vec![range(
+        "10.0.0.0/29",
+        "10.0.0.1",
+        "10.0.0.6",
+        Some("10.0.0.1"),
+        None,
+    )]]);
+    let a = Allocator::new(MemoryStore::new(), Keys::new("/k", "n"), &conf);
+    rt().block_on(async {
+        let mut got = BTreeSet::new();
+        for i in 0..5 {
+            let att = a.add(&add(i)).await.unwrap();
+            assert!(got.insert(att.ips[0].address));
+        }
+        let want: BTreeSet<IpAddr> = ["10.0.0.2", "10.0.0.3", "10.0.0.4", "10.0.0.5", "10.0.0.6"]
+            .map(ip)
+            .into();
+        assert_eq!(got, want);
+        let e = a.add(&add(99)).await.unwrap_err();
+        assert_eq!(e.code(), 101);
+        assert!(
+            e.to_string().contains("10.0.0.0/29 10.0.0.1-10.0.0.6"),
+            "{e}"
+        );
+        assert!(e.to_string().contains("5 addresses"), "{e}");
+        a.status().await.unwrap_err();
+        // Release one: exactly that address comes back, to the next caller.
+        let freed = a.release("c3", "eth0").await.unwrap().unwrap();
+        a.status().await.unwrap();
+        let again = a.add(&add(100)).await.unwrap();
+        assert_eq!(again.ips[0].address, freed.ips[0].address);
+    });
+}
+
+#[test]
+fn add_is_idempotent_and_del_twice_is_fine() {
+    let conf = ipam(vec![vec![range(
+        "10.1.0.0/16",
+        "10.1.0.1",
+        "10.1.255.254",
+        None,
+        None,
+    )]]);
+    let a = Allocator::new(MemoryStore::new(), Keys::new("/k", "n"), &conf);
+    rt().block_on(async {
+        let first = a.add(&add(1)).await.unwrap();
+        let second = a.add(&add(1)).await.unwrap();
+        assert_eq!(first, second);
+        assert!(a.release("c1", "eth0").await.unwrap().is_some());
+        assert!(a.release("c1", "eth0").await.unwrap().is_none());
+        assert!(a.attachments().await.unwrap().is_empty());
+    });
+}
+
+#[test]
+fn fixed_addresses_are_checked_and_reserved() {
+    let conf = ipam(vec![vec![range(
+        "10.188.0.0/16",
+        "10.188.1.0",
+        "10.188.255.254",
+        Some("10.188.0.1"),
+        Some(("10.188.0.10", "10.188.0.255")),
+    )]]);
+    let a = Allocator::new(MemoryStore::new(), Keys::new("/k", "n"), &conf);
+    let want = |i: usize, s: &str| AddRequest {
+        holder: holder(i),
+        wanted: vec![Wanted {
+            source: "CNI_ARGS IP".into(),
+            ip: RequestedIp {
+                address: ip(s),
+                prefix_len: None,
+            },
+        }],
+    };
+    rt().block_on(async {
+        let att = a.add(&want(1, "10.188.0.216")).await.unwrap();
+        assert_eq!(att.ips[0].address, ip("10.188.0.216"));
+        assert_eq!(att.ips[0].prefix_len, 16);
+        let busy = a.add(&want(2, "10.188.0.216")).await.unwrap_err();
+        assert_eq!(busy.code(), 11);
+        assert!(busy.to_string().contains("container c1"), "{busy}");
+        for (addr, why) in [
+            ("10.188.1.5", "dynamic range"),
+            ("10.188.0.5", "fixed zone"),
+            ("10.188.0.1", "gateway"),
+            ("10.189.0.5", "not in any configured subnet"),
+        ] {
+            let e = a.add(&want(3, addr)).await.unwrap_err();
+            assert_eq!(e.code(), 7, "{addr}");
+            assert!(
+                e.to_string().contains(addr) && e.to_string().contains(why),
+                "{e}"
+            );
+            assert!(e.to_string().contains("CNI_ARGS IP"), "{e}");
+        }
+        // Nothing was reserved by the refused requests.
+        assert_eq!(a.attachments().await.unwrap().len(), 1);
+        a.release("c1", "eth0").await.unwrap();
+        assert_eq!(
+            a.add(&want(2, "10.188.0.216")).await.unwrap().ips[0].address,
+            ip("10.188.0.216")
+        );
+    });
+}
+
+#[test]
+fn dual_stack_gets_one_address_per_set_in_one_commit() {
+    let conf = ipam(vec![
+        vec![range(
+            "10.2.0.0/24",
+            "10.2.0.1",
+            "10.2.0.254",
+            Some("10.2.0.1"),
+            None,
+        )],
+        vec![range(
+            "fd00::/64",
+            "fd00::1",
+            "fd00::ffff:ffff:ffff:ffff",
+            Some("fd00::1"),
+            None,
+        )],
+    ]);
+    let a = Allocator::new(MemoryStore::new(), Keys::new("/k", "n"), &conf);
+    rt().block_on(async {
+        let att = a.add(&add(1)).await.unwrap();
+        assert_eq!(att.ips.len(), 2);
+        assert!(att.ips[0].address.is_ipv4() && att.ips[1].address.is_ipv6());
+        assert_eq!(att.ips[1].prefix_len, 64);
+        let (f, t) = a.keys().ips();
+        assert_eq!(a.store().range(&f, &t, 0).await.unwrap().len(), 2);
+    });
+}
+
+#[test]
+fn stale_release_never_frees_a_reassigned_address() {
+    let conf = ipam(vec![vec![range(
+        "10.3.0.0/30",
+        "10.3.0.1",
+        "10.3.0.2",
+        Some("10.3.0.1"),
+        None,
+    )]]);
+    let a = Allocator::new(MemoryStore::new(), Keys::new("/k", "n"), &conf);
+    rt().block_on(async {
+        let first = a.add(&add(1)).await.unwrap();
+        let (seen, rev) = a.attachment("c1", "eth0").await.unwrap().unwrap();
+        a.release("c1", "eth0").await.unwrap();
+        let second = a.add(&add(2)).await.unwrap();
+        assert_eq!(first.ips[0].address, second.ips[0].address);
+        // A late GC pass acting on what it read before: nothing happens.
+        assert!(!a.release_seen(&seen, rev).await.unwrap());
+        assert_eq!(a.attachment("c2", "eth0").await.unwrap().unwrap().0, second);
+        let freed = a.gc(&[]).await.unwrap();
+        assert_eq!(freed.len(), 1);
+    });
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Add(usize),
+    Del(usize),
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    // Any sequence of ADD and DEL: no address twice, never outside the dynamic range, never a
+    // hole, and the records mirror the model exactly.
+    #[test]
+    fn random_add_del_sequences_keep_every_invariant(
+        len in 2u32..40,
+        gw_at in 0u32..40,
+        fixed in proptest::option::of((0u32..40, 0u32..6)),
+        ops in proptest::collection::vec(prop_oneof![(0usize..30).prop_map(Op::Add), (0usize..30).prop_map(Op::Del)], 1..120),
+    ) {
+        let base = 0x0a05_0000u32;
+        let a4 = |v: u32| std::net::Ipv4Addr::from(base + v).to_string();
+        let r = range(
+            "10.5.0.0/24",
+            &a4(1),
+            &a4(len),
+            Some(&a4(gw_at.min(254))),
+            fixed.map(|(f, w)| (a4(f.min(254)), a4((f + w).min(254)))).as_ref().map(|(x, y)| (x.as_str(), y.as_str())),
+        );
+        let pool = Pool::new(&r);
+        let conf = ipam(vec![vec![r]]);
+        let alloc = Allocator::new(MemoryStore::new(), Keys::new("/k", "n"), &conf);
+        let mut model: HashMap<usize, IpAddr> = HashMap::new();
+        rt().block_on(async {
+            for op in ops {
+                match op {
+                    Op::Add(i) => match alloc.add(&add(i)).await {
+                        Ok(att) => {
+                            let addr = att.ips[0].address;
+                            if let Some(prev) = model.get(&i) {
+                                prop_assert_eq!(*prev, addr, "idempotent ADD moved");
+                            }
+                            prop_assert!(pool.contains_dynamic(to_u128(addr)), "{} outside range or in a hole", addr);
+                            prop_assert!(model.iter().all(|(k, v)| *k == i || *v != addr), "{} handed out twice", addr);
+                            model.insert(i, addr);
+                        }
+                        Err(e) => {
+                            prop_assert_eq!(e.code(), 101);
+                            prop_assert_eq!(model.len() as u128, pool.size(), "exhausted while free");
+                        }
+                    },
+                    Op::Del(i) => {
+                        let freed = alloc.release(&format!("c{i}"), "eth0").await.unwrap();
+                        prop_assert_eq!(freed.map(|f| f.ips[0].address), model.remove(&i));
+                    }
+                }
+                let (f, t) = alloc.keys().ips();
+                let held = alloc.store().count(&f, &t).await.unwrap();
+                prop_assert_eq!(held as usize, model.len());
+            }
+            Ok(())
+        })?;
+    }
+}
