@@ -114,7 +114,11 @@ impl Error {
         }
     }
 
-    pub fn config(field: impl Into<String>, value: impl ToString, reason: impl Into<String>) -> Self {
+    pub fn config(
+        field: impl Into<String>,
+        value: impl ToString,
+        reason: impl Into<String>,
+    ) -> Self {
         Error::InvalidConfig {
             field: field.into(),
             value: value.to_string(),

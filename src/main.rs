@@ -1,1 +1,73 @@
-fn main() {}
+//! The `kube-ipam` binary: a CNI plugin when `CNI_COMMAND` is set, the operator CLI otherwise.
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+
+use kube_ipam::cni;
+
+/// Stdin larger than this is no network config; refusing it bounds memory.
+const MAX_STDIN: u64 = 16 << 20;
+
+fn main() {
+    if std::env::var_os("CNI_COMMAND").is_some() {
+        cni_main()
+    } else {
+        let _ = writeln!(
+            std::io::stderr(),
+            "kube-ipam is a CNI plugin: run it with CNI_COMMAND set (see README)"
+        );
+        std::process::exit(2)
+    }
+}
+
+fn cni_main() -> ! {
+    // Whatever goes wrong, the caller gets a CNI error on stdout, never a bare panic.
+    std::panic::set_hook(Box::new(|info| {
+        let err = kube_ipam::Error::Internal(format!("panic: {info}"));
+        let body = cni::result::error_result(cni::version::LATEST, &err);
+        let _ = writeln!(std::io::stdout(), "{body}");
+        std::process::exit(1);
+    }));
+    let vars: HashMap<String, String> = std::env::vars_os()
+        .map(|(k, v)| {
+            (
+                k.to_string_lossy().into_owned(),
+                v.to_string_lossy().into_owned(),
+            )
+        })
+        .collect();
+    let mut stdin = Vec::new();
+    let read = std::io::stdin().take(MAX_STDIN + 1).read_to_end(&mut stdin);
+    let reply = match read {
+        Err(e) => io_error_reply(&format!("cannot read stdin: {e}")),
+        Ok(_) if stdin.len() as u64 > MAX_STDIN => {
+            io_error_reply(&format!("stdin is larger than {MAX_STDIN} bytes"))
+        }
+        Ok(_) => match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(rt) => rt.block_on(cni::run(&vars, &stdin)),
+            Err(e) => io_error_reply(&format!("cannot start runtime: {e}")),
+        },
+    };
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(&reply.stdout);
+    let _ = out.flush();
+    std::process::exit(reply.exit_code)
+}
+
+fn io_error_reply(reason: &str) -> cni::Reply {
+    let err = kube_ipam::Error::Decode {
+        what: "stdin".into(),
+        reason: reason.into(),
+    };
+    cni::Reply {
+        stdout: format!(
+            "{}\n",
+            cni::result::error_result(cni::version::LATEST, &err)
+        )
+        .into_bytes(),
+        exit_code: 1,
+    }
+}

@@ -1,0 +1,111 @@
+//! `CNI_ARGS`: `K=V;K=V`, as container runtimes send it.
+
+use std::net::IpAddr;
+
+use crate::config::RequestedIp;
+use crate::{Error, Result};
+
+/// What kube-ipam reads from `CNI_ARGS`; every other key is ignored.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CniArgs {
+    pub pod_namespace: Option<String>,
+    pub pod_name: Option<String>,
+    pub pod_uid: Option<String>,
+    pub infra_container_id: Option<String>,
+    /// `IP=`: one or more addresses, comma separated, each optionally with `/len`.
+    pub ips: Vec<RequestedIp>,
+}
+
+impl CniArgs {
+    /// Lenient like libcni's users: any order, empty pairs skipped, unknown keys ignored
+    /// (runtimes send `IgnoreUnknown=1` precisely because plugins differ in what they read).
+    pub fn parse(raw: &str) -> Result<CniArgs> {
+        let mut out = CniArgs::default();
+        for pair in raw.split(';').map(str::trim).filter(|p| !p.is_empty()) {
+            let Some((k, v)) = pair.split_once('=') else {
+                return Err(bad(raw, format!("{pair:?} is not KEY=VALUE")));
+            };
+            let v = v.trim();
+            let value = (!v.is_empty()).then(|| v.to_owned());
+            match k.trim() {
+                "K8S_POD_NAMESPACE" => out.pod_namespace = value,
+                "K8S_POD_NAME" => out.pod_name = value,
+                "K8S_POD_UID" => out.pod_uid = value,
+                "K8S_POD_INFRA_CONTAINER_ID" => out.infra_container_id = value,
+                "IP" => {
+                    for ip in v.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+                        out.ips.push(
+                            parse_requested(ip)
+                                .map_err(|why| bad(raw, format!("IP={ip}: {why}")))?,
+                        );
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn bad(raw: &str, reason: String) -> Error {
+    Error::InvalidEnv {
+        name: "CNI_ARGS".into(),
+        value: raw.chars().take(256).collect(),
+        reason,
+    }
+}
+
+/// `10.1.2.3`, `10.1.2.3/24`, `fd00::5/64`.
+pub fn parse_requested(s: &str) -> std::result::Result<RequestedIp, String> {
+    let (addr, len) = match s.split_once('/') {
+        Some((a, l)) => (a, Some(l)),
+        None => (s, None),
+    };
+    let address: IpAddr = addr
+        .trim()
+        .parse()
+        .map_err(|_| format!("{addr:?} is not an IP address"))?;
+    let max = if address.is_ipv4() { 32 } else { 128 };
+    let prefix_len = match len {
+        None => None,
+        Some(l) => match l.trim().parse::<u8>() {
+            Ok(n) if n <= max => Some(n),
+            _ => return Err(format!("{l:?} is not a prefix length of 0 to {max}")),
+        },
+    };
+    Ok(RequestedIp {
+        address,
+        prefix_len,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn any_order_and_unknown_keys() {
+        let a = CniArgs::parse(
+            "IgnoreUnknown=1;K8S_POD_UID=u-1;K8S_POD_NAME=web-0;FOO=bar;;K8S_POD_NAMESPACE=prod;K8S_POD_INFRA_CONTAINER_ID=abc;IP=10.0.0.5,fd00::5/64",
+        )
+        .unwrap();
+        assert_eq!(a.pod_namespace.as_deref(), Some("prod"));
+        assert_eq!(a.pod_name.as_deref(), Some("web-0"));
+        assert_eq!(a.pod_uid.as_deref(), Some("u-1"));
+        assert_eq!(a.infra_container_id.as_deref(), Some("abc"));
+        assert_eq!(a.ips.len(), 2);
+        assert_eq!(a.ips[1].prefix_len, Some(64));
+        assert_eq!(CniArgs::parse("").unwrap(), CniArgs::default());
+    }
+
+    #[test]
+    fn malformed_is_an_env_error_naming_the_value() {
+        let e = CniArgs::parse("K8S_POD_NAME").unwrap_err();
+        assert_eq!(e.code(), 4);
+        assert!(e.to_string().contains("K8S_POD_NAME"));
+        let e = CniArgs::parse("IP=10.0.0.300").unwrap_err();
+        assert!(e.to_string().contains("10.0.0.300"), "{e}");
+        let e = CniArgs::parse("IP=10.0.0.3/33").unwrap_err();
+        assert!(e.to_string().contains("33"), "{e}");
+    }
+}

@@ -1,0 +1,259 @@
+//! The CNI protocol: one call in (environment + stdin), one answer out (stdout + exit code).
+
+pub mod args;
+pub mod env;
+pub mod result;
+pub mod version;
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use kube_ipam_store::{Holder, Keys, LeaseStore, PodRef};
+use serde_json::{json, Value};
+
+use crate::config::{self, NetConf};
+use crate::engine::{AddRequest, Allocator, Wanted};
+use crate::{dns, stores, Error, Result};
+use env::{Command, Env};
+use version::{Version, LATEST, SUPPORTED};
+
+/// What the process prints on stdout and exits with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    pub stdout: Vec<u8>,
+    pub exit_code: i32,
+}
+
+impl Reply {
+    fn ok(body: Option<Value>) -> Reply {
+        Reply {
+            stdout: body.map(|v| to_line(&v)).unwrap_or_default(),
+            exit_code: 0,
+        }
+    }
+
+    fn err(version: &str, e: &Error) -> Reply {
+        Reply {
+            stdout: to_line(&result::error_result(version, e)),
+            exit_code: 1,
+        }
+    }
+}
+
+fn to_line(v: &Value) -> Vec<u8> {
+    let mut out = serde_json::to_vec(v).unwrap_or_default();
+    out.push(b'\n');
+    out
+}
+
+/// Runs one CNI call. Never panics on input; every failure becomes a CNI error reply.
+pub async fn run(vars: &HashMap<String, String>, stdin: &[u8]) -> Reply {
+    let started = Instant::now();
+    // The error's cniVersion echoes the caller's when it can be read at all.
+    let caller_version = serde_json::from_slice::<Value>(stdin)
+        .ok()
+        .and_then(|v| {
+            v.get("cniVersion")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        })
+        .filter(|v| SUPPORTED.contains(&v.as_str()))
+        .unwrap_or_else(|| LATEST.to_owned());
+    let env = match Env::from_vars(vars) {
+        Ok(env) => env,
+        Err(e) => {
+            crate::log::init_default();
+            tracing::error!(error = %e, "rejected call");
+            return Reply::err(&caller_version, &e);
+        }
+    };
+    if env.command == Command::Version {
+        return Reply::ok(Some(
+            json!({"cniVersion": LATEST, "supportedVersions": SUPPORTED}),
+        ));
+    }
+    let conf = match config::parse(stdin) {
+        Ok(c) => c,
+        Err(e) => {
+            crate::log::init_default();
+            tracing::error!(command = env.command.as_str(), container = %env.container_id, error = %e, "invalid network config");
+            return Reply::err(&caller_version, &e);
+        }
+    };
+    crate::log::init(&conf.ipam.log_file, &conf.ipam.log_level);
+    let reply = match dispatch(&env, &conf).await {
+        Ok(body) => Reply::ok(body),
+        Err(e) => {
+            tracing::error!(
+                command = env.command.as_str(),
+                network = %conf.name,
+                container = %env.container_id,
+                ifname = %env.ifname,
+                pod = %pod_label(&env),
+                code = e.code(),
+                error = %e,
+                elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
+                "failed"
+            );
+            return Reply::err(&conf.cni_version, &e);
+        }
+    };
+    reply
+}
+
+fn pod_label(env: &Env) -> String {
+    match (&env.args.pod_namespace, &env.args.pod_name) {
+        (Some(ns), Some(n)) => format!("{ns}/{n}"),
+        _ => String::new(),
+    }
+}
+
+async fn dispatch(env: &Env, conf: &NetConf) -> Result<Option<Value>> {
+    let version = Version::parse(&conf.cni_version)?;
+    let gate = |ok: bool| {
+        if ok {
+            Ok(())
+        } else {
+            Err(Error::IncompatibleVersion {
+                version: conf.cni_version.clone(),
+                supported: format!("{} needs a newer cniVersion", env.command.as_str()),
+            })
+        }
+    };
+    match env.command {
+        Command::Check => gate(version.has_check())?,
+        Command::Gc | Command::Status => gate(version.has_gc_and_status())?,
+        _ => {}
+    }
+    let started = Instant::now();
+    let store = match stores::open(conf).await {
+        Ok(s) => s,
+        Err(e) if env.command == Command::Status => {
+            return Err(Error::StatusUnavailable(e.to_string()))
+        }
+        Err(e) => return Err(e),
+    };
+    let keys = Keys::new(&conf.ipam.key_prefix, &conf.name);
+    let alloc = Allocator::new(store, keys, &conf.ipam);
+    let out = verb(env, conf, version, &alloc).await?;
+    tracing::info!(
+        command = env.command.as_str(),
+        network = %conf.name,
+        container = %env.container_id,
+        ifname = %env.ifname,
+        pod = %pod_label(env),
+        addresses = %out.1,
+        elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
+        "done"
+    );
+    Ok(out.0)
+}
+
+/// The verbs proper; returns the reply body and a summary of the addresses for the log.
+async fn verb<S: LeaseStore>(
+    env: &Env,
+    conf: &NetConf,
+    version: Version,
+    alloc: &Allocator<S>,
+) -> Result<(Option<Value>, String)> {
+    match env.command {
+        Command::Add => {
+            let req = AddRequest {
+                holder: holder(env),
+                wanted: wanted(env, conf),
+            };
+            let att = alloc.add(&req).await?;
+            let dns = match &conf.ipam.resolv_conf {
+                Some(path) => {
+                    dns::parse_resolv_conf(&std::fs::read_to_string(path).map_err(|e| {
+                        Error::Io {
+                            path: path.display().to_string(),
+                            reason: e.to_string(),
+                        }
+                    })?)
+                }
+                None => dns::Dns::default(),
+            };
+            let summary = addresses(&att);
+            Ok((
+                Some(result::add_result(version, &att, &conf.ipam.routes, &dns)),
+                summary,
+            ))
+        }
+        Command::Del => {
+            let freed = alloc.release(&env.container_id, &env.ifname).await?;
+            Ok((None, freed.as_ref().map(addresses).unwrap_or_default()))
+        }
+        Command::Check => {
+            let prev = conf.prev_result.as_ref().ok_or_else(|| Error::Decode {
+                what: "prevResult".into(),
+                reason: "CHECK needs prevResult".into(),
+            })?;
+            let ips = result::prev_result_ips(prev)?;
+            alloc.check(&holder(env), &ips).await?;
+            Ok((None, format!("{ips:?}")))
+        }
+        Command::Gc => {
+            let Some(valid) = &conf.valid_attachments else {
+                // No list means the runtime did not say what is alive: free nothing.
+                return Ok((None, String::new()));
+            };
+            let freed = alloc.gc(valid).await?;
+            let summary = freed.iter().map(addresses).collect::<Vec<_>>().join(" ");
+            Ok((None, summary))
+        }
+        Command::Status => {
+            alloc.status().await?;
+            Ok((None, String::new()))
+        }
+        Command::Version => Ok((None, String::new())),
+    }
+}
+
+fn holder(env: &Env) -> Holder {
+    let a = &env.args;
+    let pod = match (&a.pod_namespace, &a.pod_name) {
+        (Some(ns), Some(name)) => Some(PodRef {
+            namespace: ns.clone(),
+            name: name.clone(),
+            uid: a.pod_uid.clone(),
+        }),
+        _ => None,
+    };
+    Holder {
+        container_id: env.container_id.clone(),
+        ifname: env.ifname.clone(),
+        pod,
+        node: crate::node_name(),
+    }
+}
+
+/// Addresses asked for by name: the first source that names any wins, in the order
+/// runtimeConfig, args, CNI_ARGS.
+fn wanted(env: &Env, conf: &NetConf) -> Vec<Wanted> {
+    let sources = [
+        ("runtimeConfig.ips", &conf.runtime_ips),
+        ("args.cni.ips", &conf.args_ips),
+        ("CNI_ARGS IP", &env.args.ips),
+    ];
+    sources
+        .into_iter()
+        .find(|(_, ips)| !ips.is_empty())
+        .map(|(source, ips)| {
+            ips.iter()
+                .map(|ip| Wanted {
+                    source: source.to_owned(),
+                    ip: *ip,
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn addresses(att: &kube_ipam_store::Attachment) -> String {
+    att.ips
+        .iter()
+        .map(|i| format!("{}/{}", i.address, i.prefix_len))
+        .collect::<Vec<_>>()
+        .join(",")
+}

@@ -1,0 +1,58 @@
+//! Tracing to the log file. Never to stdout: stdout belongs to the CNI protocol.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::Path;
+use std::sync::Mutex;
+
+use tracing_subscriber::EnvFilter;
+
+pub const DEFAULT_LOG_FILE: &str = "/var/log/kube-ipam.log";
+
+/// Logging for a call whose config could not be read: the default file, info level.
+pub fn init_default() {
+    init(Path::new(DEFAULT_LOG_FILE), "info");
+}
+
+/// Installs the subscriber once per process; later calls keep the first one.
+/// A log file that cannot be opened sends the lines to stderr instead: logging must never
+/// be the reason a pod gets no address.
+pub fn init(path: &Path, level: &str) {
+    let filter = EnvFilter::try_new(level).unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(false)
+        .with_target(false);
+    let result = match open(path) {
+        Ok(file) => builder.with_writer(Mutex::new(file)).try_init(),
+        Err(e) => {
+            let _ = writeln!(
+                std::io::stderr(),
+                "kube-ipam: cannot open log file {}: {e}",
+                path.display()
+            );
+            builder.with_writer(std::io::stderr).try_init()
+        }
+    };
+    // Already initialised (tests run many calls in one process): keep the first subscriber.
+    let _ = result;
+}
+
+/// Appends, creating the file (and its directory) readable by root only: the log names pods
+/// and addresses.
+fn open(path: &Path) -> std::io::Result<File> {
+    if let Some(dir) = path.parent() {
+        if !dir.as_os_str().is_empty() && !dir.exists() {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)?;
+        }
+    }
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)
+}
