@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Installs the Debian packages kube-ipam's build, tests and demo use. Idempotent and quiet
+# when everything is already there.
+set -euo pipefail
+
+packages=(etcd-server etcd-client containernetworking-plugins protobuf-compiler iproute2 iputils-ping openssl hyperfine)
+missing=()
+for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "installing: ${missing[*]}" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi

@@ -1,0 +1,252 @@
+//! The CNI protocol through the real binary: every verb in every supported version, and the
+//! error paths, with exact result shapes.
+
+mod support;
+
+use serde_json::{json, Value};
+use support::{call, Scratch};
+
+const VERSIONS: [&str; 5] = ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"];
+
+fn small_range() -> Value {
+    json!({"subnet": "10.22.0.0/24", "gateway": "10.22.0.1", "routes": [{"dst": "0.0.0.0/0"}]})
+}
+
+#[test]
+fn version_lists_every_supported_version() {
+    for stdin in [r#"{"cniVersion":"1.1.0"}"#, r#"{"cniVersion":"0.3.0"}"#, ""] {
+        let out = call("VERSION", "", "", &[], stdin);
+        let v = out.ok();
+        assert_eq!(v["supportedVersions"], json!(VERSIONS));
+        assert_eq!(v["cniVersion"], "1.1.0");
+    }
+}
+
+#[test]
+fn add_check_del_in_every_version_with_its_result_shape() {
+    for version in VERSIONS {
+        let s = Scratch::new();
+        let conf = s.conf(version, small_range());
+        let add = call("ADD", "ctr-1", "eth0", &[], &conf);
+        let r = add.ok();
+        assert_eq!(r["cniVersion"], version);
+        assert!(
+            r.get("interfaces").is_none(),
+            "IPAM results carry no interfaces: {r}"
+        );
+        let ip = &r["ips"][0];
+        let addr = ip["address"].as_str().unwrap();
+        assert!(
+            addr.starts_with("10.22.0.") && addr.ends_with("/24"),
+            "{addr}"
+        );
+        assert_ne!(addr, "10.22.0.1/24", "gateway handed out");
+        assert_eq!(ip["gateway"], "10.22.0.1");
+        if version.starts_with("0.") {
+            assert_eq!(ip["version"], "4", "{version}: {r}");
+        } else {
+            assert!(ip.get("version").is_none(), "{version}: {r}");
+        }
+        assert_eq!(r["routes"], json!([{"dst": "0.0.0.0/0"}]));
+        assert!(add.stderr.is_empty(), "stderr: {}", add.stderr);
+
+        // Idempotent ADD.
+        assert_eq!(
+            call("ADD", "ctr-1", "eth0", &[], &conf).ok()["ips"],
+            r["ips"]
+        );
+
+        let mut with_prev: Value = serde_json::from_str(&conf).unwrap();
+        with_prev["prevResult"] = r.clone();
+        let check = call("CHECK", "ctr-1", "eth0", &[], &with_prev.to_string());
+        if version == "0.3.0" || version == "0.3.1" {
+            assert!(check.err(1).contains("CHECK"));
+        } else {
+            assert_eq!(check.code, 0, "{}", check.stdout);
+            assert!(check.stdout.is_empty(), "CHECK prints nothing on success");
+        }
+
+        let del = call("DEL", "ctr-1", "eth0", &[], &conf);
+        assert_eq!(del.code, 0, "{}", del.stdout);
+        assert!(del.stdout.is_empty());
+        // DEL again, with no netns: still fine.
+        let mut cmd = std::process::Command::new(support::BIN);
+        cmd.env_clear()
+            .env("CNI_COMMAND", "DEL")
+            .env("CNI_CONTAINERID", "ctr-1")
+            .env("CNI_IFNAME", "eth0")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        assert_eq!(support::run(cmd, conf.as_bytes()).code, 0);
+
+        if version >= "0.4.0" {
+            let check = call("CHECK", "ctr-1", "eth0", &[], &with_prev.to_string());
+            assert!(check.err(102).contains("holds no address"));
+        }
+    }
+}
+
+#[test]
+fn dual_stack_result() {
+    let s = Scratch::new();
+    let conf = s.conf(
+        "1.0.0",
+        json!({"ranges": [
+            [{"subnet": "10.30.0.0/24"}],
+            [{"subnet": "fd30::/64", "rangeStart": "fd30::10", "rangeEnd": "fd30::20"}]
+        ]}),
+    );
+    let r = call("ADD", "dual", "eth0", &[], &conf).ok();
+    let ips = r["ips"].as_array().unwrap();
+    assert_eq!(ips.len(), 2);
+    assert!(ips[0]["address"].as_str().unwrap().starts_with("10.30.0."));
+    let v6 = ips[1]["address"].as_str().unwrap();
+    assert!(v6.starts_with("fd30::") && v6.ends_with("/64"), "{v6}");
+    assert_eq!(ips[1]["gateway"], "fd30::1");
+}
+
+#[test]
+fn gc_releases_exactly_what_is_not_listed() {
+    let s = Scratch::new();
+    let conf = s.conf("1.1.0", small_range());
+    for id in ["keep-1", "keep-2", "leak-1", "leak-2"] {
+        call("ADD", id, "eth0", &[], &conf).ok();
+    }
+    let mut gc: Value = serde_json::from_str(&conf).unwrap();
+    // No list: nothing is released.
+    assert_eq!(call("GC", "", "", &[], &gc.to_string()).code, 0);
+    gc["cni.dev/valid-attachments"] = json!([
+        {"containerID": "keep-1", "ifname": "eth0"},
+        {"containerID": "keep-2", "ifname": "eth0"}
+    ]);
+    let out = call("GC", "", "", &[], &gc.to_string());
+    assert_eq!(out.code, 0, "{}", out.stdout);
+    let mut prev: Value = serde_json::from_str(&conf).unwrap();
+    for (id, alive) in [
+        ("keep-1", true),
+        ("keep-2", true),
+        ("leak-1", false),
+        ("leak-2", false),
+    ] {
+        // ADD of a kept attachment is idempotent, so it shows what it holds; a freed one
+        // would get a new address, so look through CHECK instead.
+        prev["prevResult"] = json!({"cniVersion": "1.1.0", "ips": []});
+        let check = call("CHECK", id, "eth0", &[], &prev.to_string());
+        let details = check.err(102);
+        assert_eq!(
+            details.contains("holds no address"),
+            !alive,
+            "{id}: {details}"
+        );
+    }
+    // The older key works too.
+    let mut gc2: Value = serde_json::from_str(&conf).unwrap();
+    gc2["cni.dev/attachments"] = json!([{"containerID": "keep-1", "ifname": "eth0"}]);
+    assert_eq!(call("GC", "", "", &[], &gc2.to_string()).code, 0);
+    prev["prevResult"] = json!({"cniVersion": "1.1.0", "ips": []});
+    assert!(call("CHECK", "keep-2", "eth0", &[], &prev.to_string())
+        .err(102)
+        .contains("holds no address"));
+}
+
+#[test]
+fn status_reports_exhaustion_as_50() {
+    let s = Scratch::new();
+    let conf = s.conf("1.1.0", json!({"subnet": "10.40.0.0/29"}));
+    assert_eq!(call("STATUS", "", "", &[], &conf).code, 0);
+    // .1 is the gateway, .7 broadcast: .2 to .6 are five addresses.
+    for i in 0..5 {
+        call("ADD", &format!("c{i}"), "eth0", &[], &conf).ok();
+    }
+    let details = call("ADD", "c9", "eth0", &[], &conf).err(101);
+    assert!(
+        details.contains("10.40.0.0/29") && details.contains("5 addresses"),
+        "{details}"
+    );
+    assert!(call("STATUS", "", "", &[], &conf)
+        .err(50)
+        .contains("no free address"));
+    let old = s.conf("1.0.0", json!({"subnet": "10.40.0.0/29"}));
+    call("STATUS", "", "", &[], &old).err(1);
+    call("GC", "", "", &[], &old).err(1);
+}
+
+#[test]
+fn cni_args_in_any_order_and_ip_requests() {
+    let s = Scratch::new();
+    let conf = s.conf(
+        "1.0.0",
+        json!({"subnet": "10.50.0.0/16", "rangeStart": "10.50.1.0", "rangeEnd": "10.50.1.255"}),
+    );
+    let args = "IgnoreUnknown=1;K8S_POD_NAME=web-0;IP=10.50.0.7;K8S_POD_NAMESPACE=prod;K8S_POD_INFRA_CONTAINER_ID=x;K8S_POD_UID=u1";
+    let out = call("ADD", "a1", "eth0", &[("CNI_ARGS", args)], &conf);
+    assert_eq!(out.ip(), "10.50.0.7");
+    let log = std::fs::read_to_string(s.log_file()).unwrap();
+    assert!(
+        log.contains("prod/web-0") && log.contains("10.50.0.7/16"),
+        "{log}"
+    );
+    // Same address for another container while the first holds it: try again later.
+    let busy = call("ADD", "a2", "eth0", &[("CNI_ARGS", "IP=10.50.0.7")], &conf);
+    assert!(busy.err(11).contains("10.50.0.7 is held by pod prod/web-0"));
+    // runtimeConfig wins over CNI_ARGS.
+    let mut rc: Value = serde_json::from_str(&conf).unwrap();
+    rc["runtimeConfig"] = json!({"ips": ["10.50.0.8/16"]});
+    let out = call(
+        "ADD",
+        "a3",
+        "eth0",
+        &[("CNI_ARGS", "IP=10.50.0.9")],
+        &rc.to_string(),
+    );
+    assert_eq!(out.ip(), "10.50.0.8");
+}
+
+#[test]
+fn env_errors_are_code_4_and_write_nothing() {
+    let s = Scratch::new();
+    let conf = s.conf("1.0.0", small_range());
+    assert!(call("ADD", "", "eth0", &[], &conf)
+        .err(4)
+        .contains("CNI_CONTAINERID"));
+    assert!(call("ADD", "../../etc", "eth0", &[], &conf)
+        .err(4)
+        .contains("CNI_CONTAINERID"));
+    assert!(call("ADD", "c1", "eth0/x", &[], &conf)
+        .err(4)
+        .contains("CNI_IFNAME"));
+    assert!(call("ADD", "c1", "", &[], &conf)
+        .err(4)
+        .contains("CNI_IFNAME"));
+    assert!(call("BOGUS", "c1", "eth0", &[], &conf)
+        .err(4)
+        .contains("CNI_COMMAND"));
+    assert!(
+        call("ADD", "c1", "eth0", &[("CNI_ARGS", "IP=1.2.3")], &conf)
+            .err(4)
+            .contains("1.2.3")
+    );
+    assert!(!s.data_dir().exists(), "a refused call created the store");
+}
+
+#[test]
+fn config_errors_name_field_and_value() {
+    let s = Scratch::new();
+    let bad = s.conf("1.0.0", json!({"subnet": "10.60.0.1/24"}));
+    let d = call("ADD", "c1", "eth0", &[], &bad).err(7);
+    assert!(d.contains("subnet") && d.contains("10.60.0.1/24"), "{d}");
+    let d = call(
+        "ADD",
+        "c1",
+        "eth0",
+        &[],
+        "{\"cniVersion\": \"1.0.0\",\n  \"name\": }",
+    )
+    .err(6);
+    assert!(d.contains("line 2") && d.contains("column"), "{d}");
+    let d = call("ADD", "c1", "eth0", &[], &s.conf("0.2.0", small_range())).err(1);
+    assert!(d.contains("0.2.0"), "{d}");
+    call("ADD", "c1", "eth0", &[], "").err(6);
+    assert!(!s.data_dir().exists(), "a refused call created the store");
+}

@@ -1,0 +1,134 @@
+//! Shared helpers of the black-box tests: run the real binary as a runtime would.
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use serde_json::{json, Value};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_kube-ipam");
+
+/// What one call of the plugin printed and returned.
+#[derive(Debug)]
+pub struct Out {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Out {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
+            panic!(
+                "stdout is not JSON ({e}): {:?} / stderr {:?}",
+                self.stdout, self.stderr
+            )
+        })
+    }
+
+    /// Asserts success and returns the result.
+    pub fn ok(&self) -> Value {
+        assert_eq!(self.code, 0, "call failed: {} {}", self.stdout, self.stderr);
+        self.json()
+    }
+
+    /// Asserts a CNI error with `code` and returns its details.
+    pub fn err(&self, code: u64) -> String {
+        assert_ne!(self.code, 0, "call succeeded: {}", self.stdout);
+        let v = self.json();
+        assert_eq!(v["code"], json!(code), "wrong code: {v}");
+        assert!(v["msg"].is_string() && v["cniVersion"].is_string(), "{v}");
+        v["details"].as_str().unwrap_or_default().to_owned()
+    }
+
+    /// The first address of an ADD result, without its prefix.
+    pub fn ip(&self) -> String {
+        let v = self.ok();
+        let a = v["ips"][0]["address"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no address in {v}"));
+        a.split('/').next().unwrap().to_owned()
+    }
+}
+
+/// One call: `command` with `container`/`ifname`, extra env, and `stdin`.
+pub fn call(
+    command: &str,
+    container: &str,
+    ifname: &str,
+    extra: &[(&str, &str)],
+    stdin: &str,
+) -> Out {
+    let mut cmd = Command::new(BIN);
+    cmd.env_clear()
+        .env("CNI_COMMAND", command)
+        .env("CNI_CONTAINERID", container)
+        .env("CNI_IFNAME", ifname)
+        .env("CNI_NETNS", "/var/run/netns/test")
+        .env("CNI_PATH", "/opt/cni/bin")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in extra {
+        cmd.env(k, v);
+    }
+    run(cmd, stdin.as_bytes())
+}
+
+pub fn run(mut cmd: Command, stdin: &[u8]) -> Out {
+    let mut child = cmd.spawn().expect("spawn kube-ipam");
+    if let Some(mut i) = child.stdin.take() {
+        // The plugin may refuse to read everything (e.g. oversized input): ignore EPIPE.
+        let _ = i.write_all(stdin);
+    }
+    let out = child.wait_with_output().expect("wait for kube-ipam");
+    Out {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// A scratch directory for one test's embedded store and log.
+pub struct Scratch {
+    pub dir: tempfile::TempDir,
+}
+
+impl Scratch {
+    pub fn new() -> Scratch {
+        Scratch {
+            dir: tempfile::tempdir().expect("tempdir"),
+        }
+    }
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+    pub fn data_dir(&self) -> PathBuf {
+        self.path().join("data")
+    }
+    pub fn log_file(&self) -> PathBuf {
+        self.path().join("kube-ipam.log")
+    }
+
+    /// A network config on the embedded store with `ipam` merged over the defaults.
+    pub fn conf(&self, version: &str, ipam: Value) -> String {
+        let mut base = json!({
+            "type": "kube-ipam",
+            "dataDir": self.data_dir(),
+            "logFile": self.log_file(),
+            "logLevel": "debug",
+        });
+        merge(&mut base, ipam);
+        json!({"cniVersion": version, "name": "testnet", "type": "bridge", "ipam": base})
+            .to_string()
+    }
+}
+
+pub fn merge(base: &mut Value, over: Value) {
+    if let (Some(b), Value::Object(o)) = (base.as_object_mut(), over) {
+        for (k, v) in o {
+            b.insert(k, v);
+        }
+    }
+}
