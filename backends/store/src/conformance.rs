@@ -195,10 +195,7 @@ async fn ordered_ranges<S: LeaseStore>(s: &S, p: &str) -> Check {
     }
     let mut sorted = keys.clone();
     sorted.sort();
-    let all = s
-        .range(p, &format!("{p}~"), 0)
-        .await
-        .map_err(err)?;
+    let all = s.range(p, &format!("{p}~"), 0).await.map_err(err)?;
     let got: Vec<&str> = all.iter().map(|e| e.key.as_str()).collect();
     ensure(
         got == sorted.iter().map(String::as_str).collect::<Vec<_>>(),
@@ -207,10 +204,7 @@ async fn ordered_ranges<S: LeaseStore>(s: &S, p: &str) -> Check {
     ensure(all.iter().all(|e| e.value == e.key.as_bytes()), || {
         "range values differ".into()
     })?;
-    let limited = s
-        .range(p, &format!("{p}~"), 2)
-        .await
-        .map_err(err)?;
+    let limited = s.range(p, &format!("{p}~"), 2).await.map_err(err)?;
     ensure(
         limited.len() == 2 && limited[0].key == sorted[0] && limited[1].key == sorted[1],
         || format!("limit 2 returned {limited:?}"),
