@@ -45,10 +45,14 @@ CONF
 # The runtime's part: run the main plugin with the CNI environment and the config on stdin.
 cni() { # verb pod container-id
     CNI_COMMAND=$1 CNI_CONTAINERID=$3 CNI_NETNS=/var/run/netns/$2 CNI_IFNAME=eth0 \
-        CNI_PATH=/opt/cni/bin:/usr/lib/cni CNI_ARGS="K8S_POD_NAMESPACE=default;K8S_POD_NAME=$2" \
+        CNI_PATH=/opt/cni/bin:/usr/lib/cni CNI_ARGS="IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=$2" \
         /usr/lib/cni/bridge <"$work/net.conf"
 }
-add() { ip netns add "$1"; cni ADD "$1" "$2" >/dev/null; }
+add() {
+    ip netns add "$1"
+    local out
+    out=$(cni ADD "$1" "$2") || { echo "ADD of $1 failed: $out" >&2; return 1; }
+}
 del() { cni DEL "$1" "${ids[$1]:-$1}"; }
 addr() { ip netns exec "$1" ip -o -4 addr show dev eth0 | awk '{print $4}'; }
 

@@ -151,6 +151,13 @@ fn mutual_tls_works_and_bad_credentials_allocate_nothing() {
         "etcdURL": etcd.endpoint(),
         "etcdCertFile": tls.client_cert, "etcdKeyFile": tls.client_key, "etcdTrustedCAFileFile": tls.ca,
     });
+    // Fixture (a) over TLS: allocate and release.
+    let conf_a = etcd_conf(&s, "tls-a", good.clone(), fixture_a());
+    call("ADD", "c1", "eth0", &[], &conf_a).ip();
+    assert_eq!(consistent_records(etcd.options(), "tls-a").len(), 1);
+    assert_eq!(call("DEL", "c1", "eth0", &[], &conf_a).code, 0);
+    assert!(consistent_records(etcd.options(), "tls-a").is_empty());
+
     let conf = etcd_conf(&s, "tls", good.clone(), fixture_b());
     let ip = call("ADD", "c1", "eth0", &[], &conf).ip();
     assert!(ip.starts_with("10.188."), "{ip}");
