@@ -1,5 +1,6 @@
 //! kube-ipam: a CNI IPAM plugin handing out cluster-unique, fixed and sticky pod addresses.
 
+pub mod cli;
 pub mod cni;
 pub mod config;
 pub mod dns;

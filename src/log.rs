@@ -8,7 +8,7 @@ use std::sync::Mutex;
 
 use tracing_subscriber::EnvFilter;
 
-pub const DEFAULT_LOG_FILE: &str = "/var/log/kube-ipam.log";
+use crate::config::DEFAULT_LOG_FILE;
 
 /// Logging for a call whose config could not be read: the default file, info level.
 pub fn init_default() {

@@ -12,11 +12,7 @@ fn main() {
     if std::env::var_os("CNI_COMMAND").is_some() {
         cni_main()
     } else {
-        let _ = writeln!(
-            std::io::stderr(),
-            "kube-ipam is a CNI plugin: run it with CNI_COMMAND set (see README)"
-        );
-        std::process::exit(2)
+        std::process::exit(kube_ipam::cli::main())
     }
 }
 

@@ -1,0 +1,179 @@
+//! The operator CLI through the binary, over the embedded store.
+
+mod support;
+
+use std::process::Command;
+
+use serde_json::{json, Value};
+use support::{call, Scratch};
+
+fn cli(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(support::BIN)
+        .env_remove("CNI_COMMAND")
+        .args(args)
+        .output()
+        .expect("run cli");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A conflist holding the kube-ipam config, as it sits in /etc/cni/net.d.
+fn setup() -> (Scratch, String, String) {
+    let s = Scratch::new();
+    let conf = s.conf(
+        "1.0.0",
+        json!({"subnet": "10.70.0.0/24", "rangeStart": "10.70.0.10", "rangeEnd": "10.70.0.19"}),
+    );
+    let plugin: Value = serde_json::from_str(&conf).unwrap();
+    let list =
+        json!({"cniVersion": "1.0.0", "name": "testnet", "plugins": [plugin, {"type": "portmap"}]});
+    let path = s.path().join("10-test.conflist");
+    std::fs::write(&path, list.to_string()).unwrap();
+    (s, conf, path.display().to_string())
+}
+
+#[test]
+fn ls_and_usage_json_field_by_field() {
+    let (_s, conf, path) = setup();
+    let a = call(
+        "ADD",
+        "ctr-a",
+        "eth0",
+        &[
+            (
+                "CNI_ARGS",
+                "K8S_POD_NAMESPACE=prod;K8S_POD_NAME=db-0;K8S_POD_UID=u-1",
+            ),
+            ("KUBE_IPAM_NODE", "node-1"),
+        ],
+        &conf,
+    )
+    .ip();
+    let b = call(
+        "ADD",
+        "ctr-b",
+        "net1",
+        &[("KUBE_IPAM_NODE", "node-2")],
+        &conf,
+    )
+    .ip();
+
+    let (code, out, err) = cli(&["ls", "--conf", &path, "--output", "json"]);
+    assert_eq!(code, 0, "{err}");
+    let rows: Vec<Value> = serde_json::from_str(&out).unwrap();
+    assert_eq!(rows.len(), 2);
+    let row_a = rows
+        .iter()
+        .find(|r| r["address"] == a.as_str())
+        .expect("row of a");
+    assert_eq!(row_a["kind"], "dynamic");
+    assert_eq!(row_a["pod"], "prod/db-0");
+    assert_eq!(row_a["podUid"], "u-1");
+    assert_eq!(row_a["container"], "ctr-a");
+    assert_eq!(row_a["ifname"], "eth0");
+    assert_eq!(row_a["node"], "node-1");
+    assert_eq!(row_a["range"], "10.70.0.0/24 10.70.0.10-10.70.0.19");
+    assert!(row_a["created"].as_u64().unwrap() > 0);
+    assert!(row_a["ageSeconds"].as_u64().unwrap() < 600);
+    let row_b = rows
+        .iter()
+        .find(|r| r["address"] == b.as_str())
+        .expect("row of b");
+    assert_eq!(row_b["pod"], Value::Null);
+    assert_eq!(row_b["ifname"], "net1");
+
+    let (_, out, _) = cli(&[
+        "ls", "--conf", &path, "--output", "json", "--node", "node-2",
+    ]);
+    let rows: Vec<Value> = serde_json::from_str(&out).unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0]["container"], "ctr-b");
+    let (_, out, _) = cli(&[
+        "ls",
+        "--conf",
+        &path,
+        "--output",
+        "json",
+        "--pod",
+        "prod/db-0",
+    ]);
+    assert_eq!(serde_json::from_str::<Vec<Value>>(&out).unwrap().len(), 1);
+    let (_, out, _) = cli(&["ls", "--conf", &path]);
+    assert!(out.contains("prod/db-0") && out.contains(&a), "{out}");
+
+    let (code, out, _) = cli(&["usage", "--conf", &path, "--output", "json"]);
+    assert_eq!(code, 0);
+    let u: Vec<Value> = serde_json::from_str(&out).unwrap();
+    assert_eq!(u.len(), 1);
+    assert_eq!(u[0]["range"], "10.70.0.0/24 10.70.0.10-10.70.0.19");
+    assert_eq!(u[0]["size"], "10");
+    assert_eq!(u[0]["used"], "2");
+    assert_eq!(u[0]["free"], "8");
+    assert_eq!(u[0]["percent"], 20.0);
+    let (_, out, _) = cli(&["usage", "--conf", &path]);
+    assert!(
+        out.contains("20.0%") && out.contains("[####................]"),
+        "{out}"
+    );
+}
+
+#[test]
+fn show_and_release() {
+    let (_s, conf, path) = setup();
+    let a = call(
+        "ADD",
+        "ctr-a",
+        "eth0",
+        &[("CNI_ARGS", "K8S_POD_NAMESPACE=prod;K8S_POD_NAME=db-0")],
+        &conf,
+    )
+    .ip();
+    let (_, out, _) = cli(&["show", "--conf", &path, &a]);
+    assert!(
+        out.contains("held by pod prod/db-0") && out.contains("ctr-a"),
+        "{out}"
+    );
+    let (_, out, _) = cli(&["show", "--conf", &path, "10.70.0.200"]);
+    assert!(out.contains("10.70.0.200: free"), "{out}");
+    let (code, out, err) = cli(&["release", "--conf", &path, &a]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("released from pod prod/db-0"), "{out}");
+    let (_, out, _) = cli(&["show", "--conf", &path, &a]);
+    assert!(out.contains("free"), "{out}");
+    // The attachment is gone with it: ADD of the same container starts afresh.
+    let mut prev: Value = serde_json::from_str(&conf).unwrap();
+    prev["prevResult"] = json!({"cniVersion": "1.0.0", "ips": []});
+    assert!(call("CHECK", "ctr-a", "eth0", &[], &prev.to_string())
+        .err(102)
+        .contains("holds no address"));
+}
+
+#[test]
+fn config_check_and_examples() {
+    let s = Scratch::new();
+    let bad = s.path().join("bad.conf");
+    std::fs::write(
+        &bad,
+        json!({"cniVersion": "1.0.0", "name": "x", "type": "macvlan", "ipam": {"type": "kube-ipam", "subnet": "10.1.0.1/16", "rangeStart": "10.2.0.1", "etcdConfig": {"etcdURL": "ftp://h:1"}}}).to_string(),
+    )
+    .unwrap();
+    let (code, out, _) = cli(&["config", "check", bad.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(
+        out.contains("10.1.0.1/16") && out.contains("ftp://h:1"),
+        "{out}"
+    );
+    assert!(out.lines().count() >= 2, "{out}");
+
+    for kind in ["macvlan", "ipvlan", "bridge", "multus"] {
+        let (code, out, err) = cli(&["config", "example", "--type", kind]);
+        assert_eq!(code, 0, "{err}");
+        let file = s.path().join(format!("{kind}.conf"));
+        std::fs::write(&file, &out).unwrap();
+        let (code, out, _) = cli(&["config", "check", file.to_str().unwrap()]);
+        assert_eq!(code, 0, "{kind} example does not pass its own check: {out}");
+    }
+}
