@@ -81,7 +81,7 @@ pub async fn run(vars: &HashMap<String, String>, stdin: &[u8]) -> Reply {
         }
     };
     crate::log::init(&conf.ipam.log_file, &conf.ipam.log_level);
-    let reply = match dispatch(&env, &conf).await {
+    match dispatch(&env, &conf).await {
         Ok(body) => Reply::ok(body),
         Err(e) => {
             tracing::error!(
@@ -95,10 +95,9 @@ pub async fn run(vars: &HashMap<String, String>, stdin: &[u8]) -> Reply {
                 elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
                 "failed"
             );
-            return Reply::err(&conf.cni_version, &e);
+            Reply::err(&conf.cni_version, &e)
         }
-    };
-    reply
+    }
 }
 
 fn pod_label(env: &Env) -> String {
