@@ -113,6 +113,9 @@ fn ls_and_usage_json_field_by_field() {
     assert_eq!(u[0]["used"], "2");
     assert_eq!(u[0]["free"], "8");
     assert_eq!(u[0]["percent"], 20.0);
+    let (code, out, _) = cli(&["check-store", "--conf", &path]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("consistent: 2 attachments"), "{out}");
     let (_, out, _) = cli(&["usage", "--conf", &path]);
     assert!(
         out.contains("20.0%") && out.contains("[####................]"),

@@ -225,3 +225,20 @@ pub async fn release(conf: &NetConf, ip: IpAddr) -> Result<i32> {
         Ok(1)
     }
 }
+
+pub async fn check_store(conf: &NetConf) -> Result<i32> {
+    let alloc = allocator(conf).await?;
+    let problems = alloc.verify().await?;
+    for p in &problems {
+        println!("{p}");
+    }
+    if problems.is_empty() {
+        println!(
+            "consistent: {} attachments",
+            alloc.attachments().await?.len()
+        );
+        Ok(0)
+    } else {
+        Ok(1)
+    }
+}

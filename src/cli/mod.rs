@@ -74,6 +74,11 @@ enum Cmd {
         conf: PathBuf,
         ip: std::net::IpAddr,
     },
+    /// Checks that address records and owner records agree; exits 1 on any problem.
+    CheckStore {
+        #[arg(long)]
+        conf: PathBuf,
+    },
     /// Network config tools.
     Config {
         #[command(subcommand)]
@@ -129,6 +134,7 @@ async fn run(cmd: Cmd) -> Result<i32> {
         Cmd::Usage { conf, output } => inspect::usage(&load(&conf)?, output).await,
         Cmd::Show { conf, ip } => inspect::show(&load(&conf)?, ip).await,
         Cmd::Release { conf, ip } => inspect::release(&load(&conf)?, ip).await,
+        Cmd::CheckStore { conf } => inspect::check_store(&load(&conf)?).await,
         Cmd::Config {
             command: ConfigCmd::Check { file },
         } => Ok(check(&file)),

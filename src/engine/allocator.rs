@@ -372,6 +372,50 @@ impl<S: LeaseStore> Allocator<S> {
         Ok(freed)
     }
 
+    /// Cross-checks the two views of the store: every address record is listed by the owner
+    /// record it names, and every address an owner lists has a record naming it. Returns the
+    /// problems found, one sentence each; none means consistent.
+    pub async fn verify(&self) -> Result<Vec<String>> {
+        let mut problems = Vec::new();
+        let owners = self.attachments().await?;
+        let (from, to) = self.keys.ips();
+        let mut held = HashSet::new();
+        for e in self.store.range(&from, &to, 0).await? {
+            let Some(ip) = self.keys.parse_ip(&e.key) else {
+                problems.push(format!("{} is not an address key", e.key));
+                continue;
+            };
+            held.insert(ip);
+            let rec: IpRecord = match decode(&e.key, &e.value) {
+                Ok(r) => r,
+                Err(err) => {
+                    problems.push(err.to_string());
+                    continue;
+                }
+            };
+            let listed = owners.iter().any(|(att, _)| {
+                att.holder.same_attachment(&rec.holder) && att.ips.iter().any(|i| i.address == ip)
+            });
+            if !listed {
+                problems.push(format!(
+                    "{ip} is held by {} but no owner record lists it",
+                    rec.holder
+                ));
+            }
+        }
+        for (att, _) in &owners {
+            for ip in &att.ips {
+                if !held.contains(&ip.address) {
+                    problems.push(format!(
+                        "{} lists {} but no address record exists",
+                        att.holder, ip.address
+                    ));
+                }
+            }
+        }
+        Ok(problems)
+    }
+
     /// STATUS: the store answers and every range set has room for one more address.
     pub async fn status(&self) -> Result<()> {
         self.store

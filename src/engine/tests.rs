@@ -293,3 +293,51 @@ proptest! {
         })?;
     }
 }
+
+#[test]
+fn verify_finds_records_without_owners_and_owners_without_records() {
+    use kube_ipam_store::{Compare, Mutation};
+    let conf = ipam(vec![vec![range(
+        "10.6.0.0/24",
+        "10.6.0.1",
+        "10.6.0.254",
+        None,
+        None,
+    )]]);
+    let a = Allocator::new(MemoryStore::new(), Keys::new("/k", "n"), &conf);
+    rt().block_on(async {
+        let att = a.add(&add(1)).await.unwrap();
+        a.add(&add(2)).await.unwrap();
+        assert!(a.verify().await.unwrap().is_empty());
+        // Drop c1's address record behind the engine's back, and plant an orphan record.
+        let key = a.keys().ip(att.ips[0].address);
+        assert!(a
+            .store()
+            .commit(&[], &[Mutation::Delete(key)])
+            .await
+            .unwrap());
+        let stray = a.keys().ip(ip("10.6.0.250"));
+        let rec = kube_ipam_store::records::encode(&kube_ipam_store::IpRecord {
+            holder: holder(9),
+            kind: kube_ipam_store::Kind::Dynamic,
+            range: "x".into(),
+            created: 0,
+        });
+        assert!(a
+            .store()
+            .commit(
+                &[Compare::Absent(stray.clone())],
+                &[Mutation::Put(stray, rec)]
+            )
+            .await
+            .unwrap());
+        let problems = a.verify().await.unwrap();
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(problems
+            .iter()
+            .any(|p| p.contains("10.6.0.250") && p.contains("no owner record")));
+        assert!(problems.iter().any(
+            |p| p.contains(&att.ips[0].address.to_string()) && p.contains("no address record")
+        ));
+    });
+}
