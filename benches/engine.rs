@@ -29,6 +29,7 @@ fn conf(subnet: &str, start: &str, end: &str) -> IpamConf {
         log_file: PathBuf::new(),
         log_level: "info".into(),
         sticky_ips: false,
+        log_max_bytes: 10 << 20,
         key_prefix: "/kube-ipam".into(),
     }
 }

@@ -8,17 +8,22 @@ use std::sync::Mutex;
 
 use tracing_subscriber::EnvFilter;
 
-use crate::config::DEFAULT_LOG_FILE;
+use crate::config::{DEFAULT_LOG_FILE, DEFAULT_LOG_MAX_MIB};
 
 /// Logging for a call whose config could not be read: the default file, info level.
 pub fn init_default() {
-    init(Path::new(DEFAULT_LOG_FILE), "info");
+    init(
+        Path::new(DEFAULT_LOG_FILE),
+        "info",
+        DEFAULT_LOG_MAX_MIB << 20,
+    );
 }
 
 /// Installs the subscriber once per process; later calls keep the first one.
 /// A log file that cannot be opened sends the lines to stderr instead: logging must never
 /// be the reason a pod gets no address.
-pub fn init(path: &Path, level: &str) {
+pub fn init(path: &Path, level: &str, max_bytes: u64) {
+    rotate(path, max_bytes);
     let filter = EnvFilter::try_new(level).unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -55,4 +60,18 @@ fn open(path: &Path) -> std::io::Result<File> {
         .append(true)
         .mode(0o600)
         .open(path)
+}
+
+/// Keeps the log bounded: one previous generation, `<file>.1`. The rename is atomic, so
+/// concurrent calls at worst rotate twice and lose one old generation, never a line being
+/// written (appenders keep writing to the file they opened).
+fn rotate(path: &Path, max_bytes: u64) {
+    let Ok(meta) = std::fs::metadata(path) else {
+        return;
+    };
+    if meta.len() >= max_bytes {
+        let mut old = path.as_os_str().to_owned();
+        old.push(".1");
+        let _ = std::fs::rename(path, old);
+    }
 }

@@ -80,7 +80,11 @@ pub async fn run(vars: &HashMap<String, String>, stdin: &[u8]) -> Reply {
             return Reply::err(&caller_version, &e);
         }
     };
-    crate::log::init(&conf.ipam.log_file, &conf.ipam.log_level);
+    crate::log::init(
+        &conf.ipam.log_file,
+        &conf.ipam.log_level,
+        conf.ipam.log_max_bytes,
+    );
     match dispatch(&env, &conf).await {
         Ok(body) => Reply::ok(body),
         Err(e) => {

@@ -60,6 +60,8 @@ pub struct IpamConf {
     pub log_file: PathBuf,
     /// `logLevel`: error, warn, info (default), debug, trace.
     pub log_level: String,
+    /// `logMaxSize` in MiB (default 10): past it the file is moved to `<logFile>.1`.
+    pub log_max_bytes: u64,
     /// `stickyIPs`: every pod of the network keeps its first dynamic address.
     pub sticky_ips: bool,
     /// `keyPrefix`: root of every store key (default `/kube-ipam`).

@@ -55,6 +55,9 @@ pub(crate) struct RawIpam {
     pub log_file: Option<String>,
     #[serde(rename = "logLevel")]
     pub log_level: Option<String>,
+    /// MiB.
+    #[serde(rename = "logMaxSize")]
+    pub log_max_size: Option<u64>,
     #[serde(rename = "stickyIPs")]
     pub sticky_ips: Option<bool>,
     #[serde(rename = "keyPrefix")]

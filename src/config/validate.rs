@@ -20,6 +20,8 @@ use crate::error::Error;
 
 pub const DEFAULT_DATA_DIR: &str = "/var/lib/cni/kube-ipam";
 pub const DEFAULT_LOG_FILE: &str = "/var/log/kube-ipam.log";
+/// Size at which the log file is rotated, in MiB.
+pub const DEFAULT_LOG_MAX_MIB: u64 = 10;
 pub const DEFAULT_LOG_LEVEL: &str = "info";
 pub const DEFAULT_KEY_PREFIX: &str = "/kube-ipam";
 pub const LOG_LEVELS: [&str; 5] = ["error", "warn", "info", "debug", "trace"];
@@ -195,6 +197,14 @@ fn ipam_conf(ipam: &RawIpam, errs: &mut Errors) -> IpamConf {
             lower
         }
     };
+    let log_max_mib = ipam.log_max_size.unwrap_or(DEFAULT_LOG_MAX_MIB);
+    if !(1..=10_240).contains(&log_max_mib) {
+        errs.push(
+            "ipam.logMaxSize",
+            log_max_mib.to_string(),
+            "must be 1 to 10240 (MiB)",
+        );
+    }
     let key_prefix = match nonempty(&ipam.key_prefix) {
         None => DEFAULT_KEY_PREFIX.to_owned(),
         Some(p) => {
@@ -218,6 +228,7 @@ fn ipam_conf(ipam: &RawIpam, errs: &mut Errors) -> IpamConf {
         data_dir,
         log_file,
         log_level,
+        log_max_bytes: log_max_mib << 20,
         sticky_ips: ipam.sticky_ips.unwrap_or(false),
         key_prefix,
     }

@@ -27,6 +27,7 @@ pub(crate) fn ipam(sets: Vec<Vec<Range>>) -> IpamConf {
         log_file: PathBuf::from("/nonexistent.log"),
         log_level: "info".into(),
         sticky_ips: false,
+        log_max_bytes: 10 << 20,
         key_prefix: "/kube-ipam".into(),
     }
 }
