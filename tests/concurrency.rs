@@ -3,7 +3,6 @@
 mod support;
 
 use std::collections::BTreeSet;
-use std::process::{Command, Stdio};
 
 use serde_json::json;
 use support::Scratch;
@@ -16,26 +15,7 @@ fn fifty_processes_at_once_get_fifty_distinct_addresses() {
         "1.0.0",
         json!({"subnet": "10.90.0.0/24", "rangeStart": "10.90.0.10", "rangeEnd": "10.90.0.59"}),
     );
-    let spawn = |cmd: &str, i: usize| {
-        let mut c = Command::new(support::BIN);
-        c.env_clear()
-            .env("CNI_COMMAND", cmd)
-            .env("CNI_CONTAINERID", format!("burst-{i}"))
-            .env("CNI_IFNAME", "eth0")
-            .env("CNI_NETNS", "/var/run/netns/x")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = c.spawn().expect("spawn");
-        use std::io::Write;
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(conf.as_bytes())
-            .expect("write");
-        child
-    };
+    let spawn = |cmd: &str, i: usize| support::spawn(cmd, &format!("burst-{i}"), &[], &conf);
     let children: Vec<_> = (0..50).map(|i| spawn("ADD", i)).collect();
     let mut got = BTreeSet::new();
     for child in children {

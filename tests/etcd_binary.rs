@@ -4,9 +4,8 @@
 mod support;
 
 use std::collections::BTreeSet;
-use std::io::Write;
 use std::net::Ipv4Addr;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -97,25 +96,7 @@ fn consistent_records(opts: EtcdOptions, network: &str) -> BTreeSet<String> {
 }
 
 fn spawn_add(conf: &Arc<String>, cmd: &str, id: &str, node: &str) -> Child {
-    let mut child = Command::new(support::BIN)
-        .env_clear()
-        .env("CNI_COMMAND", cmd)
-        .env("CNI_CONTAINERID", id)
-        .env("CNI_IFNAME", "eth0")
-        .env("CNI_NETNS", "/var/run/netns/x")
-        .env("KUBE_IPAM_NODE", node)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(conf.as_bytes())
-        .expect("write");
-    child
+    support::spawn(cmd, id, &[("KUBE_IPAM_NODE", node)], conf)
 }
 
 #[test]

@@ -3,7 +3,7 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 
 use serde_json::{json, Value};
 
@@ -52,14 +52,8 @@ impl Out {
     }
 }
 
-/// One call: `command` with `container`/`ifname`, extra env, and `stdin`.
-pub fn call(
-    command: &str,
-    container: &str,
-    ifname: &str,
-    extra: &[(&str, &str)],
-    stdin: &str,
-) -> Out {
+/// The plugin with the CNI environment of one call, as a runtime execs it.
+pub fn command(command: &str, container: &str, ifname: &str, extra: &[(&str, &str)]) -> Command {
     let mut cmd = Command::new(BIN);
     cmd.env_clear()
         .env("CNI_COMMAND", command)
@@ -73,7 +67,32 @@ pub fn call(
     for (k, v) in extra {
         cmd.env(k, v);
     }
-    run(cmd, stdin.as_bytes())
+    cmd
+}
+
+/// Starts one call without waiting for it, for bursts of concurrent calls.
+pub fn spawn(command_: &str, container: &str, extra: &[(&str, &str)], stdin: &str) -> Child {
+    let mut child = command(command_, container, "eth0", extra)
+        .spawn()
+        .expect("spawn kube-ipam");
+    if let Some(mut i) = child.stdin.take() {
+        let _ = i.write_all(stdin.as_bytes());
+    }
+    child
+}
+
+/// One call: `command` with `container`/`ifname`, extra env, and `stdin`.
+pub fn call(
+    command_: &str,
+    container: &str,
+    ifname: &str,
+    extra: &[(&str, &str)],
+    stdin: &str,
+) -> Out {
+    run(
+        command(command_, container, ifname, extra),
+        stdin.as_bytes(),
+    )
 }
 
 pub fn run(mut cmd: Command, stdin: &[u8]) -> Out {
