@@ -43,8 +43,7 @@ impl Pool {
         let net = to_u128(range.subnet.network());
         let bcast = to_u128(range.subnet.broadcast());
         let mut holes = vec![(net, net)];
-        // IPv6 has no broadcast, but host-local never hands out the last address either when
-        // defaulting; an explicit rangeEnd may include it, so only IPv4 reserves it.
+        // IPv6 has no broadcast address: its last address is an ordinary host, as in host-local.
         if !v6 {
             holes.push((bcast, bcast));
         }
