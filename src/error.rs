@@ -121,10 +121,25 @@ impl Error {
     ) -> Self {
         Error::InvalidConfig {
             field: field.into(),
-            value: value.to_string(),
+            value: clip(value.to_string()),
             reason: reason.into(),
         }
     }
+}
+
+/// Values quoted in errors are cut short: a hostile 10 MB field must not come back as a
+/// 10 MB error.
+fn clip(mut s: String) -> String {
+    const MAX: usize = 200;
+    if s.len() > MAX {
+        let mut end = MAX;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+        s.push_str("...");
+    }
+    s
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

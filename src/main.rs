@@ -24,14 +24,27 @@ fn cni_main() -> ! {
         let _ = writeln!(std::io::stdout(), "{body}");
         std::process::exit(1);
     }));
-    let vars: HashMap<String, String> = std::env::vars_os()
-        .map(|(k, v)| {
-            (
-                k.to_string_lossy().into_owned(),
-                v.to_string_lossy().into_owned(),
-            )
-        })
-        .collect();
+    let mut vars: HashMap<String, String> = HashMap::new();
+    for (k, v) in std::env::vars_os() {
+        let k = k.to_string_lossy().into_owned();
+        match v.into_string() {
+            Ok(v) => {
+                vars.insert(k, v);
+            }
+            // A lossy CNI_* value would silently turn distinct ids or names into one key.
+            Err(raw) if k.starts_with("CNI_") => {
+                let err = kube_ipam::Error::InvalidEnv {
+                    name: k,
+                    value: raw.to_string_lossy().chars().take(128).collect(),
+                    reason: "is not valid UTF-8".into(),
+                };
+                let body = cni::result::error_result(cni::version::LATEST, &err);
+                let _ = writeln!(std::io::stdout(), "{body}");
+                std::process::exit(1);
+            }
+            Err(_) => {}
+        }
+    }
     let mut stdin = Vec::new();
     let read = std::io::stdin().take(MAX_STDIN + 1).read_to_end(&mut stdin);
     let reply = match read {

@@ -131,7 +131,11 @@ async fn dispatch(env: &Env, conf: &NetConf) -> Result<Option<Value>> {
     let started = Instant::now();
     let store = match stores::open(conf).await {
         Ok(s) => s,
-        Err(e) if env.command == Command::Status => {
+        // STATUS answers "not now" only for what may pass; a wrong config stays error 7.
+        Err(e)
+            if env.command == Command::Status
+                && e.code() == crate::error::code::TRY_AGAIN_LATER =>
+        {
             return Err(Error::StatusUnavailable(e.to_string()))
         }
         Err(e) => return Err(e),
