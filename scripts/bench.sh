@@ -22,34 +22,9 @@ if [ ! -x /usr/bin/time ]; then
 fi
 [ -x "$BIN" ] || cargo build --release
 
-# mktemp paths have no spaces, which matters: hyperfine -N splits commands on whitespace.
-T=$(mktemp -d /tmp/kube-ipam-bench.XXXXXX)
-ETCD_PID=
-cleanup() {
-    if [ -n "$ETCD_PID" ]; then kill "$ETCD_PID" 2>/dev/null || true; wait "$ETCD_PID" 2>/dev/null || true; fi
-    if [ "${KEEP:-0}" = 1 ]; then echo "kept $T" >&2; else rm -rf "$T"; fi
-}
-trap cleanup EXIT
-
-# Two free loopback ports (client, peer) for a private etcd: bind port 0 and let the kernel choose.
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-start_etcd() {
-    local cport pport
-    cport=$(free_port); pport=$(free_port)
-    ETCD_URL=http://127.0.0.1:$cport
-    etcd --name bench --data-dir "$T/etcd" \
-        --listen-client-urls "$ETCD_URL" --advertise-client-urls "$ETCD_URL" \
-        --listen-peer-urls "http://127.0.0.1:$pport" --initial-advertise-peer-urls "http://127.0.0.1:$pport" \
-        --initial-cluster "bench=http://127.0.0.1:$pport" >"$T/etcd.log" 2>&1 &
-    ETCD_PID=$!
-    for _ in $(seq 100); do
-        ETCDCTL_API=3 etcdctl --endpoints "$ETCD_URL" endpoint health >/dev/null 2>&1 && return 0
-        sleep 0.1
-    done
-    echo "etcd did not start; see $T/etcd.log" >&2; cat "$T/etcd.log" >&2; exit 1
-}
-start_etcd
-export ETCDCTL_API=3
+. scripts/lib/etcd.sh
+scratch bench
+start_etcd bench
 
 # Network configs. Same subnet for every plugin so the work is comparable.
 cat >"$T/embedded.json" <<EOF

@@ -18,29 +18,9 @@ scripts/install-deps.sh
 # Timestamps come from $EPOCHREALTIME so that timing a process forks nothing extra.
 [ "${BASH_VERSINFO[0]}" -ge 5 ] || { echo "needs bash >= 5 for EPOCHREALTIME" >&2; exit 1; }
 
-T=$(mktemp -d /tmp/kube-ipam-storm.XXXXXX)
-ETCD_PID=
-cleanup() {
-    if [ -n "$ETCD_PID" ]; then kill "$ETCD_PID" 2>/dev/null || true; wait "$ETCD_PID" 2>/dev/null || true; fi
-    if [ "${KEEP:-0}" = 1 ]; then echo "kept $T" >&2; else rm -rf "$T"; fi
-}
-trap cleanup EXIT
-
-# A private etcd on two free loopback ports (the kernel picks them), data in the temp dir.
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-cport=$(free_port); pport=$(free_port)
-ETCD_URL=http://127.0.0.1:$cport
-etcd --name storm --data-dir "$T/etcd" \
-    --listen-client-urls "$ETCD_URL" --advertise-client-urls "$ETCD_URL" \
-    --listen-peer-urls "http://127.0.0.1:$pport" --initial-advertise-peer-urls "http://127.0.0.1:$pport" \
-    --initial-cluster "storm=http://127.0.0.1:$pport" >"$T/etcd.log" 2>&1 &
-ETCD_PID=$!
-export ETCDCTL_API=3
-for _ in $(seq 100); do
-    etcdctl --endpoints "$ETCD_URL" endpoint health >/dev/null 2>&1 && break
-    sleep 0.1
-done
-etcdctl --endpoints "$ETCD_URL" endpoint health >/dev/null 2>&1 || { cat "$T/etcd.log" >&2; exit 1; }
+. scripts/lib/etcd.sh
+scratch storm
+start_etcd storm
 
 cat >"$T/conf.json" <<EOF
 {"cniVersion":"1.0.0","name":"storm","type":"bridge","ipam":{"type":"kube-ipam","subnet":"10.251.0.0/22","logFile":"$T/log","etcdConfig":{"etcdURL":"$ETCD_URL"}}}
