@@ -49,22 +49,12 @@ fn to_line(v: &Value) -> Vec<u8> {
 /// Runs one CNI call. Never panics on input; every failure becomes a CNI error reply.
 pub async fn run(vars: &HashMap<String, String>, stdin: &[u8]) -> Reply {
     let started = Instant::now();
-    // The error's cniVersion echoes the caller's when it can be read at all.
-    let caller_version = serde_json::from_slice::<Value>(stdin)
-        .ok()
-        .and_then(|v| {
-            v.get("cniVersion")
-                .and_then(Value::as_str)
-                .map(str::to_owned)
-        })
-        .filter(|v| SUPPORTED.contains(&v.as_str()))
-        .unwrap_or_else(|| LATEST.to_owned());
     let env = match Env::from_vars(vars) {
         Ok(env) => env,
         Err(e) => {
             crate::log::init_default();
             tracing::error!(error = %e, "rejected call");
-            return Reply::err(&caller_version, &e);
+            return Reply::err(&caller_version(stdin), &e);
         }
     };
     if env.command == Command::Version {
@@ -77,7 +67,7 @@ pub async fn run(vars: &HashMap<String, String>, stdin: &[u8]) -> Reply {
         Err(e) => {
             crate::log::init_default();
             tracing::error!(command = env.command.as_str(), container = %env.container_id, error = %e, "invalid network config");
-            return Reply::err(&caller_version, &e);
+            return Reply::err(&caller_version(stdin), &e);
         }
     };
     crate::log::init(
@@ -102,6 +92,20 @@ pub async fn run(vars: &HashMap<String, String>, stdin: &[u8]) -> Reply {
             Reply::err(&conf.cni_version, &e)
         }
     }
+}
+
+/// The error's cniVersion echoes the caller's when it can be read at all. Only failed calls
+/// need it, so the success path decodes stdin once.
+fn caller_version(stdin: &[u8]) -> String {
+    serde_json::from_slice::<Value>(stdin)
+        .ok()
+        .and_then(|v| {
+            v.get("cniVersion")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        })
+        .filter(|v| SUPPORTED.contains(&v.as_str()))
+        .unwrap_or_else(|| LATEST.to_owned())
 }
 
 fn pod_label(env: &Env) -> String {
