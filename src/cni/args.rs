@@ -27,7 +27,12 @@ impl CniArgs {
             };
             let v = v.trim();
             let value = (!v.is_empty()).then(|| v.to_owned());
-            match k.trim() {
+            let k = k.trim();
+            // Pod identity becomes store keys and API paths: only what Kubernetes allows.
+            if let (Some(rule), Some(v)) = (identity_rule(k), &value) {
+                rule(v).map_err(|why| bad(raw, format!("{k}={v}: {why}")))?;
+            }
+            match k {
                 "K8S_POD_NAMESPACE" => out.pod_namespace = value,
                 "K8S_POD_NAME" => out.pod_name = value,
                 "K8S_POD_UID" => out.pod_uid = value,
@@ -44,6 +49,48 @@ impl CniArgs {
             }
         }
         Ok(out)
+    }
+}
+
+type Rule = fn(&str) -> std::result::Result<(), String>;
+
+fn identity_rule(key: &str) -> Option<Rule> {
+    match key {
+        "K8S_POD_NAMESPACE" => Some(|v| dns_name(v, 63, false)),
+        "K8S_POD_NAME" => Some(|v| dns_name(v, 253, true)),
+        "K8S_POD_UID" => Some(|v| {
+            if v.len() <= 128 && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+                Ok(())
+            } else {
+                Err("a uid holds at most 128 letters, digits and '-'".into())
+            }
+        }),
+        _ => None,
+    }
+}
+
+/// RFC 1123 label (namespaces) or subdomain (pod names), as the API server enforces them.
+fn dns_name(v: &str, max: usize, dots: bool) -> std::result::Result<(), String> {
+    let ok_label = |l: &str| {
+        !l.is_empty()
+            && l.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    let ok = v.len() <= max
+        && if dots {
+            v.split('.').all(ok_label)
+        } else {
+            ok_label(v)
+        };
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "not a valid Kubernetes name (lowercase letters, digits{}, '-', at most {max} characters)",
+            if dots { ", '.'" } else { "" }
+        ))
     }
 }
 
@@ -107,5 +154,23 @@ mod tests {
         assert!(e.to_string().contains("10.0.0.300"), "{e}");
         let e = CniArgs::parse("IP=10.0.0.3/33").unwrap_err();
         assert!(e.to_string().contains("33"), "{e}");
+    }
+
+    #[test]
+    fn pod_identity_must_be_a_kubernetes_name() {
+        for bad in [
+            "K8S_POD_NAME=../../x",
+            "K8S_POD_NAME=a/b",
+            "K8S_POD_NAME=Web",
+            "K8S_POD_NAME=-a",
+            "K8S_POD_NAMESPACE=a.b",
+            "K8S_POD_UID=u/1",
+        ] {
+            let e = CniArgs::parse(bad).unwrap_err();
+            assert_eq!(e.code(), 4, "{bad}");
+            assert!(e.to_string().contains(bad), "{e}");
+        }
+        let a = CniArgs::parse("K8S_POD_NAME=web-0.x;K8S_POD_NAMESPACE=kube-system").unwrap();
+        assert_eq!(a.pod_name.as_deref(), Some("web-0.x"));
     }
 }
