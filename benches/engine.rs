@@ -113,6 +113,7 @@ fn cycle(c: &mut Criterion) {
                         node: "n".into(),
                     },
                     wanted: vec![],
+                    sticky: false,
                 };
                 rt.block_on(async {
                     let att = alloc.add(&req).await.expect("add");

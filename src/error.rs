@@ -57,6 +57,9 @@ pub enum Error {
     #[error("{0}")]
     Store(#[from] StoreError),
 
+    #[error("Kubernetes API: {0}")]
+    Kubernetes(String),
+
     #[error("no free address in range {range} ({size} addresses)")]
     Exhausted { range: String, size: u128 },
 
@@ -81,7 +84,8 @@ impl Error {
             Error::Io { .. } => code::IO,
             Error::Decode { .. } => code::DECODE,
             Error::InvalidConfig { .. } => code::INVALID_CONFIG,
-            Error::TryAgain(_) => code::TRY_AGAIN_LATER,
+            // Fail closed: without the API's answer no address is given, and kubelet retries.
+            Error::TryAgain(_) | Error::Kubernetes(_) => code::TRY_AGAIN_LATER,
             Error::Store(e) => match e {
                 StoreError::Unavailable(_) | StoreError::Busy(_) => code::TRY_AGAIN_LATER,
                 StoreError::Io(_) => code::IO,

@@ -6,8 +6,12 @@ pub mod config;
 pub mod dns;
 pub mod engine;
 pub mod error;
+pub mod gc;
 pub mod log;
+pub mod pod;
 pub mod stores;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use error::{Error, Result};
 

@@ -2,23 +2,8 @@
 
 mod support;
 
-use std::process::Command;
-
 use serde_json::{json, Value};
-use support::{call, Scratch};
-
-fn cli(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(support::BIN)
-        .env_remove("CNI_COMMAND")
-        .args(args)
-        .output()
-        .expect("run cli");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+use support::{call, cli, Scratch};
 
 /// A conflist holding the kube-ipam config, as it sits in /etc/cni/net.d.
 fn setup() -> (Scratch, String, String) {
@@ -75,6 +60,7 @@ fn ls_and_usage_json_field_by_field() {
     assert_eq!(row_a["container"], "ctr-a");
     assert_eq!(row_a["ifname"], "eth0");
     assert_eq!(row_a["node"], "node-1");
+    assert_eq!(row_a["parked"], false);
     assert_eq!(row_a["range"], "10.70.0.0/24 10.70.0.10-10.70.0.19");
     assert!(row_a["created"].as_u64().unwrap() > 0);
     assert!(row_a["ageSeconds"].as_u64().unwrap() < 600);

@@ -3,12 +3,12 @@
 use std::net::IpAddr;
 
 use kube_ipam_store::records::decode;
-use kube_ipam_store::{IpRecord, Keys, LeaseStore};
+use kube_ipam_store::{Compare, IpRecord, Keys, Kind, LeaseStore, Mutation};
 use serde_json::{json, Value};
 
 use super::Output;
 use crate::config::NetConf;
-use crate::engine::{unix_now, Allocator};
+use crate::engine::{unix_now, Allocator, Release};
 use crate::{stores, Result};
 
 pub struct Filter {
@@ -83,6 +83,8 @@ pub async fn ls(conf: &NetConf, f: &Filter, output: Output) -> Result<i32> {
                         "container": r.holder.container_id,
                         "ifname": r.holder.ifname,
                         "node": r.holder.node,
+                        // Sticky and between two lives of its pod: held by the pod's binding.
+                        "parked": r.holder.is_binding(),
                         "range": r.range,
                         "created": r.created,
                         "ageSeconds": unix_now().saturating_sub(r.created),
@@ -97,7 +99,11 @@ pub async fn ls(conf: &NetConf, f: &Filter, output: Output) -> Result<i32> {
                 "ADDRESS", "KIND", "POD", "CONTAINER", "IFNAME", "NODE"
             );
             for (ip, r) in &rows {
-                let short: String = r.holder.container_id.chars().take(20).collect();
+                let short: String = if r.holder.is_binding() {
+                    "(parked)".into()
+                } else {
+                    r.holder.container_id.chars().take(20).collect()
+                };
                 println!(
                     "{:<40} {:<8} {:<30} {:<20} {:<8} {:<16} {}",
                     ip.to_string(),
@@ -200,14 +206,19 @@ pub async fn release(conf: &NetConf, ip: IpAddr) -> Result<i32> {
     };
     let rec: IpRecord = decode(&key, &e.value)?;
     let h = &rec.holder;
-    let released = match alloc.attachment(&h.container_id, &h.ifname).await? {
+    let attachment = match h.is_binding() {
+        true => None,
+        false => alloc.attachment(&h.container_id, &h.ifname).await?,
+    };
+    let released = match (attachment, &h.pod) {
         // The holder's whole attachment goes, so its owner record never lists a freed address.
-        Some((att, rev)) if att.ips.iter().any(|i| i.address == ip) => {
-            alloc.release_seen(&att, rev).await?
+        (Some((att, rev)), _) if att.ips.iter().any(|i| i.address == ip) => {
+            alloc.release_seen(&att, rev, Release::Free).await?
         }
-        // A record without an owner listing it: free just that record, as it was read.
+        // Parked for a sticky pod: the binding lets go of it too.
+        (_, Some(pod)) if h.is_binding() && alloc.unbind(pod, ip).await? => true,
+        // A record nothing else lists: free just that record, as it was read.
         _ => {
-            use kube_ipam_store::{Compare, Mutation};
             alloc
                 .store()
                 .commit(
@@ -217,6 +228,10 @@ pub async fn release(conf: &NetConf, ip: IpAddr) -> Result<i32> {
                 .await?
         }
     };
+    // An operator freeing a sticky address means it: the pod does not get it back either.
+    if let (true, Kind::Sticky, Some(pod)) = (released, rec.kind, &h.pod) {
+        alloc.unbind(pod, ip).await?;
+    }
     if released {
         println!("{ip}: released from {h}");
         Ok(0)

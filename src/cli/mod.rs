@@ -1,6 +1,7 @@
 //! The operator CLI: what holds which address, how full each range is, and repairs.
 //! It reads the same network config files as the runtime and talks to the same store.
 
+mod collect;
 mod examples;
 mod inspect;
 
@@ -74,6 +75,28 @@ enum Cmd {
         conf: PathBuf,
         ip: std::net::IpAddr,
     },
+    /// Frees what pods that no longer exist left behind, checked against the Kubernetes pod
+    /// list in two passes a grace period apart.
+    Gc {
+        #[arg(long)]
+        conf: PathBuf,
+        /// Kubeconfig to list pods with; default: the config's kubeConfig, then the pod's
+        /// service account.
+        #[arg(long)]
+        kubeconfig: Option<PathBuf>,
+        /// How long a record must stay a suspect before it is released.
+        #[arg(long, default_value = "5m", value_parser = collect::duration)]
+        grace: std::time::Duration,
+        /// Time between passes when running as a loop.
+        #[arg(long, default_value = "1m", value_parser = collect::duration)]
+        interval: std::time::Duration,
+        /// Two passes (one grace period apart if there are suspects), then exit.
+        #[arg(long)]
+        once: bool,
+        /// One pass; print what would be released, release nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Checks that address records and owner records agree; exits 1 on any problem.
     CheckStore {
         #[arg(long)]
@@ -135,6 +158,23 @@ async fn run(cmd: Cmd) -> Result<i32> {
         Cmd::Show { conf, ip } => inspect::show(&load(&conf)?, ip).await,
         Cmd::Release { conf, ip } => inspect::release(&load(&conf)?, ip).await,
         Cmd::CheckStore { conf } => inspect::check_store(&load(&conf)?).await,
+        Cmd::Gc {
+            conf,
+            kubeconfig,
+            grace,
+            interval,
+            once,
+            dry_run,
+        } => {
+            let o = collect::Options {
+                kubeconfig,
+                grace,
+                interval,
+                once,
+                dry_run,
+            };
+            collect::run(&load(&conf)?, &o).await
+        }
         Cmd::Config {
             command: ConfigCmd::Check { file },
         } => Ok(check(&file)),

@@ -5,7 +5,8 @@ pub mod env;
 pub mod result;
 pub mod version;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::time::Instant;
 
 use kube_ipam_store::{Holder, Keys, LeaseStore, PodRef};
@@ -13,6 +14,8 @@ use serde_json::{json, Value};
 
 use crate::config::{self, NetConf};
 use crate::engine::{AddRequest, Allocator, Wanted};
+use crate::pod::kube::KubeDirectory;
+use crate::pod::{self, annotations, PodDirectory};
 use crate::{dns, stores, Error, Result};
 use env::{Command, Env};
 use version::{Version, LATEST, SUPPORTED};
@@ -133,6 +136,12 @@ async fn dispatch(env: &Env, conf: &NetConf) -> Result<Option<Value>> {
         _ => {}
     }
     let started = Instant::now();
+    // Who asks is settled before the store is opened: a call the API cannot vouch for holds
+    // no lock and writes nothing.
+    let asker = match env.command {
+        Command::Add => Some(Asker::resolve(env, conf).await?),
+        _ => None,
+    };
     let store = match stores::open(conf).await {
         Ok(s) => s,
         // STATUS answers "not now" only for what may pass; a wrong config stays error 7.
@@ -145,8 +154,11 @@ async fn dispatch(env: &Env, conf: &NetConf) -> Result<Option<Value>> {
         Err(e) => return Err(e),
     };
     let keys = Keys::new(&conf.ipam.key_prefix, &conf.name);
-    let alloc = Allocator::new(store, keys, &conf.ipam);
-    let out = verb(env, conf, version, &alloc).await?;
+    let mut alloc = Allocator::new(store, keys, &conf.ipam);
+    if let Some(pods) = asker.as_ref().and_then(|a| a.pods.clone()) {
+        alloc = alloc.with_pods(pods);
+    }
+    let out = verb(env, conf, version, &alloc, asker).await?;
     tracing::info!(
         command = env.command.as_str(),
         network = %conf.name,
@@ -166,12 +178,13 @@ async fn verb<S: LeaseStore>(
     conf: &NetConf,
     version: Version,
     alloc: &Allocator<S>,
+    asker: Option<Asker>,
 ) -> Result<(Option<Value>, String)> {
     match env.command {
         Command::Add => {
-            let req = AddRequest {
-                holder: holder(env),
-                wanted: wanted(env, conf),
+            let req = match asker {
+                Some(a) => a.request(env, conf)?,
+                None => return Err(Error::Internal("ADD without a resolved caller".into())),
             };
             let att = alloc.add(&req).await?;
             let dns = match &conf.ipam.resolv_conf {
@@ -221,6 +234,79 @@ async fn verb<S: LeaseStore>(
     }
 }
 
+/// The caller of an ADD: its attachment, and what its pod's annotations ask for.
+struct Asker {
+    holder: Holder,
+    annotations: BTreeMap<String, String>,
+    pods: Option<Arc<dyn PodDirectory>>,
+}
+
+impl Asker {
+    /// Looks the pod up when CNI_ARGS name one and this node can reach the API. Once a
+    /// kubeconfig is in use, every failure is "try again later": an annotated pod must never
+    /// get a random address because the API was slow.
+    async fn resolve(env: &Env, conf: &NetConf) -> Result<Asker> {
+        let mut holder = holder(env);
+        let mut asker = Asker {
+            holder: holder.clone(),
+            annotations: BTreeMap::new(),
+            pods: None,
+        };
+        let Some(pod) = holder.pod.as_mut() else {
+            return Ok(asker);
+        };
+        let Some(path) = pod::kubeconfig(conf.ipam.kube_config.as_deref()) else {
+            tracing::debug!(
+                "no kubeConfig and no {}: pod annotations are not read",
+                pod::DEFAULT_KUBECONFIG
+            );
+            return Ok(asker);
+        };
+        let dir = KubeDirectory::connect(&path, pod::kube::REQUEST_TIMEOUT).await?;
+        let Some(meta) = dir.pod(&pod.namespace, &pod.name).await? else {
+            return Err(Error::Kubernetes(format!(
+                "pod {}/{} does not exist",
+                pod.namespace, pod.name
+            )));
+        };
+        if pod.uid.is_none() {
+            pod.uid = meta.uid;
+        }
+        asker.holder = holder;
+        asker.annotations = meta.annotations;
+        asker.pods = Some(Arc::new(dir));
+        Ok(asker)
+    }
+
+    /// Addresses asked for by name: the first source that names any wins, in the order
+    /// runtimeConfig, args, CNI_ARGS, pod annotations.
+    fn request(self, env: &Env, conf: &NetConf) -> Result<AddRequest> {
+        let mut wanted = wanted(env, conf);
+        let sticky = if wanted.is_empty() {
+            let intent = annotations::parse(&self.annotations)?;
+            let ip_field = format!("pod annotation {}", annotations::IP);
+            let gw_field = format!("pod annotation {}", annotations::GATEWAY);
+            wanted = intent
+                .ips
+                .into_iter()
+                .map(|(ip, gw)| Wanted {
+                    source: ip_field.clone(),
+                    ip,
+                    gateway: gw.map(|g| (gw_field.clone(), g)),
+                })
+                .collect();
+            intent.sticky
+        } else {
+            annotations::sticky(&self.annotations)?
+        };
+        Ok(AddRequest {
+            holder: self.holder,
+            wanted,
+            sticky: sticky || conf.ipam.sticky_ips,
+        })
+    }
+}
+
 fn holder(env: &Env) -> Holder {
     let a = &env.args;
     let pod = match (&a.pod_namespace, &a.pod_name) {
@@ -239,7 +325,7 @@ fn holder(env: &Env) -> Holder {
     }
 }
 
-/// Addresses asked for by name: the first source that names any wins, in the order
+/// Addresses named by the runtime: the first source that names any wins, in the order
 /// runtimeConfig, args, CNI_ARGS.
 fn wanted(env: &Env, conf: &NetConf) -> Vec<Wanted> {
     let sources = [
@@ -255,6 +341,7 @@ fn wanted(env: &Env, conf: &NetConf) -> Vec<Wanted> {
                 .map(|ip| Wanted {
                     source: source.to_owned(),
                     ip: *ip,
+                    gateway: None,
                 })
                 .collect()
         })

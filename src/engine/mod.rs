@@ -5,9 +5,11 @@ pub mod bitmap;
 pub mod pool;
 pub mod search;
 
-pub use allocator::{unix_now, AddRequest, Allocator, Wanted};
+pub use allocator::{unix_now, AddRequest, Allocator, Release, Wanted};
 pub use bitmap::Bitmap;
 pub use pool::Pool;
 
+#[cfg(test)]
+pub(crate) mod pod_tests;
 #[cfg(test)]
 mod tests;

@@ -11,7 +11,7 @@ use super::pool::{to_u128, Pool};
 use super::{AddRequest, Allocator, Wanted};
 use crate::config::{IpamConf, Range, RangeSet, RequestedIp};
 
-fn ip(s: &str) -> IpAddr {
+pub(crate) fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
 }
 
@@ -32,7 +32,7 @@ pub(crate) fn ipam(sets: Vec<Vec<Range>>) -> IpamConf {
     }
 }
 
-fn range(
+pub(crate) fn range(
     subnet: &str,
     start: &str,
     end: &str,
@@ -61,10 +61,11 @@ fn add(i: usize) -> AddRequest {
     AddRequest {
         holder: holder(i),
         wanted: vec![],
+        sticky: false,
     }
 }
 
-fn rt() -> tokio::runtime::Runtime {
+pub(crate) fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .build()
@@ -146,7 +147,9 @@ fn fixed_addresses_are_checked_and_reserved() {
                 address: ip(s),
                 prefix_len: None,
             },
+            gateway: None,
         }],
+        sticky: false,
     };
     rt().block_on(async {
         let att = a.add(&want(1, "10.188.0.216")).await.unwrap();
@@ -225,7 +228,10 @@ fn stale_release_never_frees_a_reassigned_address() {
         let second = a.add(&add(2)).await.unwrap();
         assert_eq!(first.ips[0].address, second.ips[0].address);
         // A late GC pass acting on what it read before: nothing happens.
-        assert!(!a.release_seen(&seen, rev).await.unwrap());
+        assert!(!a
+            .release_seen(&seen, rev, super::Release::Park)
+            .await
+            .unwrap());
         assert_eq!(a.attachment("c2", "eth0").await.unwrap().unwrap().0, second);
         let freed = a.gc(&[]).await.unwrap();
         assert_eq!(freed.len(), 1);

@@ -33,6 +33,12 @@ impl Out {
         self.json()
     }
 
+    /// Asserts success of a verb that prints nothing on success (DEL, CHECK, GC, STATUS).
+    pub fn quiet(&self) {
+        assert_eq!(self.code, 0, "call failed: {} {}", self.stdout, self.stderr);
+        assert!(self.stdout.is_empty(), "printed {:?}", self.stdout);
+    }
+
     /// Asserts a CNI error with `code` and returns its details.
     pub fn err(&self, code: u64) -> String {
         assert_ne!(self.code, 0, "call succeeded: {}", self.stdout);
@@ -101,12 +107,31 @@ pub fn run(mut cmd: Command, stdin: &[u8]) -> Out {
         // The plugin may refuse to read everything (e.g. oversized input): ignore EPIPE.
         let _ = i.write_all(stdin);
     }
+    wait(child)
+}
+
+/// Waits for a spawned call and collects what it printed.
+pub fn wait(child: Child) -> Out {
     let out = child.wait_with_output().expect("wait for kube-ipam");
     Out {
         code: out.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }
+}
+
+/// The operator CLI (no CNI_COMMAND): exit code, stdout, stderr.
+pub fn cli(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(BIN)
+        .env_remove("CNI_COMMAND")
+        .args(args)
+        .output()
+        .expect("run cli");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 /// A scratch directory for one test's embedded store and log.

@@ -23,6 +23,11 @@ use std::time::Duration;
 use tempfile::TempDir;
 
 pub use certs::TlsPaths;
+
+/// A CA with server and client certificates signed by it, for other test servers.
+pub fn generate_certs(dir: &std::path::Path) -> std::io::Result<TlsPaths> {
+    certs::generate(dir)
+}
 use process::{free_ports, wait_healthy, Member, Spec};
 
 use crate::EtcdOptions;

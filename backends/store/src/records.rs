@@ -52,15 +52,41 @@ pub struct Holder {
 }
 
 impl Holder {
+    /// The holder of a sticky address between two lives of its pod: the pod's binding, with
+    /// no attachment. Container ids are never empty, so this never matches a real attachment.
+    pub fn binding(pod: PodRef) -> Holder {
+        Holder {
+            container_id: String::new(),
+            ifname: String::new(),
+            pod: Some(pod),
+            node: String::new(),
+        }
+    }
+
+    /// Held by a pod binding rather than by a live attachment.
+    pub fn is_binding(&self) -> bool {
+        self.container_id.is_empty()
+    }
+
     /// Same attachment, whatever else differs.
     pub fn same_attachment(&self, other: &Holder) -> bool {
         self.container_id == other.container_id && self.ifname == other.ifname
+    }
+
+    /// Same pod by namespace/name (any uid).
+    pub fn same_pod_name(&self, pod: &PodRef) -> bool {
+        self.pod
+            .as_ref()
+            .is_some_and(|p| p.namespace == pod.namespace && p.name == pod.name)
     }
 }
 
 impl std::fmt::Display for Holder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match &self.pod {
+            Some(p) if self.is_binding() => {
+                return write!(f, "the sticky binding of pod {}/{}", p.namespace, p.name)
+            }
             Some(p) => write!(
                 f,
                 "pod {}/{} (container {}, {}",

@@ -1,0 +1,120 @@
+//! Pod lookups through the Kubernetes API with a kubeconfig file.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::ListParams;
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Api, Client, Config};
+
+use super::{PodDirectory, PodId, PodMeta};
+use crate::{Error, Result};
+
+/// Deadline of one API request, connect included: kubelet waits on us, and a hung API must
+/// turn into "try again later", not into a hung pod sandbox.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub struct KubeDirectory {
+    client: Client,
+    path: PathBuf,
+    timeout: Duration,
+}
+
+impl KubeDirectory {
+    /// The service account of the pod this runs in (`kube-ipam gc` as a CronJob).
+    pub fn in_cluster(timeout: Duration) -> Result<KubeDirectory> {
+        let fail = |why: String| Error::Kubernetes(format!("no in-cluster config: {why}"));
+        let mut config = Config::incluster().map_err(|e| fail(e.to_string()))?;
+        config.connect_timeout = Some(timeout);
+        config.read_timeout = Some(timeout);
+        config.write_timeout = Some(timeout);
+        let client = Client::try_from(config).map_err(|e| fail(e.to_string()))?;
+        Ok(KubeDirectory {
+            client,
+            path: PathBuf::from("(in-cluster)"),
+            timeout,
+        })
+    }
+
+    /// Reads the kubeconfig and builds a client; no request is made yet.
+    pub async fn connect(path: &Path, timeout: Duration) -> Result<KubeDirectory> {
+        let fail = |why: String| {
+            Error::Kubernetes(format!("cannot use kubeconfig {}: {why}", path.display()))
+        };
+        let kc = Kubeconfig::read_from(path).map_err(|e| fail(e.to_string()))?;
+        let mut config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        config.connect_timeout = Some(timeout);
+        config.read_timeout = Some(timeout);
+        config.write_timeout = Some(timeout);
+        let client = Client::try_from(config).map_err(|e| fail(e.to_string()))?;
+        Ok(KubeDirectory {
+            client,
+            path: path.to_owned(),
+            timeout,
+        })
+    }
+}
+
+#[async_trait]
+impl PodDirectory for KubeDirectory {
+    async fn pod(&self, namespace: &str, name: &str) -> Result<Option<PodMeta>> {
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
+        // Metadata only: annotations and uid are all we read, and a pod's spec can be large.
+        let fetched = tokio::time::timeout(self.timeout, api.get_metadata_opt(name)).await;
+        let fail = |why: String| {
+            Error::Kubernetes(format!(
+                "cannot look up pod {namespace}/{name} (kubeconfig {}): {why}",
+                self.path.display()
+            ))
+        };
+        match fetched {
+            Err(_) => Err(fail(format!(
+                "no answer within {} s",
+                self.timeout.as_secs_f32()
+            ))),
+            Ok(Err(e)) => Err(fail(e.to_string())),
+            Ok(Ok(None)) => Ok(None),
+            Ok(Ok(Some(m))) => Ok(Some(PodMeta {
+                uid: m.metadata.uid,
+                annotations: m.metadata.annotations.unwrap_or_default(),
+            })),
+        }
+    }
+
+    async fn list(&self) -> Result<Vec<PodId>> {
+        let api: Api<Pod> = Api::all(self.client.clone());
+        let fail = |why: String| {
+            Error::Kubernetes(format!(
+                "cannot list pods (kubeconfig {}): {why}",
+                self.path.display()
+            ))
+        };
+        let mut out = Vec::new();
+        let mut params = ListParams::default().limit(500);
+        // Pages keep each answer small on large clusters; a partial list would make live
+        // pods look gone, so any failing page fails the whole list.
+        loop {
+            let page = tokio::time::timeout(self.timeout, api.list_metadata(&params))
+                .await
+                .map_err(|_| fail(format!("no answer within {} s", self.timeout.as_secs_f32())))?
+                .map_err(|e| fail(e.to_string()))?;
+            for m in page.items {
+                if let (Some(namespace), Some(name)) = (m.metadata.namespace, m.metadata.name) {
+                    out.push(PodId {
+                        namespace,
+                        name,
+                        uid: m.metadata.uid,
+                    });
+                }
+            }
+            match page.metadata.continue_.filter(|c| !c.is_empty()) {
+                Some(token) => params = params.continue_token(&token),
+                None => return Ok(out),
+            }
+        }
+    }
+}
