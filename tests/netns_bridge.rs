@@ -3,88 +3,23 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::Path;
 
 use serde_json::{json, Value};
+use support::netns::{cni_path, is_root, Attach, Link, Netns, REFERENCE_PLUGINS};
 use support::Scratch;
 
-const REFERENCE_PLUGINS: &str = "/usr/lib/cni";
-
-fn sh(args: &[&str]) -> std::process::Output {
-    Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .expect("run command")
-}
-
-/// A namespace that is removed when the test ends, whatever happens.
-struct Netns(String);
-
-impl Netns {
-    fn new(name: String) -> Netns {
-        let _ = sh(&["ip", "netns", "del", &name]);
-        let out = sh(&["ip", "netns", "add", &name]);
-        assert!(
-            out.status.success(),
-            "ip netns add: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Netns(name)
-    }
-    fn path(&self) -> String {
-        format!("/var/run/netns/{}", self.0)
-    }
-    fn exec(&self, args: &[&str]) -> std::process::Output {
-        let mut all = vec!["ip", "netns", "exec", &self.0];
-        all.extend_from_slice(args);
-        sh(&all)
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = sh(&["ip", "netns", "del", &self.0]);
-    }
-}
-
-struct Link(String);
-impl Drop for Link {
-    fn drop(&mut self) {
-        let _ = sh(&["ip", "link", "del", &self.0]);
-    }
-}
-
-/// A CNI_PATH holding the reference plugins and our binary as `kube-ipam`.
-fn cni_path(dir: &Path) -> PathBuf {
-    let p = dir.join("cni-bin");
-    std::fs::create_dir_all(&p).expect("mkdir");
-    for entry in std::fs::read_dir(REFERENCE_PLUGINS).expect("reference plugins installed") {
-        let entry = entry.expect("entry");
-        std::os::unix::fs::symlink(entry.path(), p.join(entry.file_name())).expect("symlink");
-    }
-    std::os::unix::fs::symlink(support::BIN, p.join("kube-ipam")).expect("symlink");
-    p
-}
-
 fn bridge(cmd: &str, id: &str, ns: &Netns, path: &Path, conf: &str) -> support::Out {
-    let mut c = Command::new(format!("{REFERENCE_PLUGINS}/bridge"));
-    c.env_clear()
-        .env("CNI_COMMAND", cmd)
-        .env("CNI_CONTAINERID", id)
-        .env("CNI_NETNS", ns.path())
-        .env("CNI_IFNAME", "eth0")
-        .env("CNI_PATH", path)
-        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    support::run(c, conf.as_bytes())
-}
-
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() == 0 }
+    let netns = ns.path();
+    let a = Attach {
+        plugin: "bridge",
+        id,
+        netns: &netns,
+        ifname: "eth0",
+        path,
+        extra: &[],
+    };
+    a.call(cmd, conf)
 }
 
 #[test]

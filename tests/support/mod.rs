@@ -1,6 +1,8 @@
 //! Shared helpers of the black-box tests: run the real binary as a runtime would.
 #![allow(dead_code)]
 
+pub mod netns;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
