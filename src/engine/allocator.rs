@@ -305,6 +305,10 @@ impl<S: LeaseStore> Allocator<S> {
             .filter(|i| i.kind == Kind::Sticky)
             .cloned()
             .collect();
+        // Every address named (fixed): nothing to keep for the pod.
+        if sticky.is_empty() && old.is_none() {
+            return Ok(());
+        }
         match old {
             None => compares.push(Compare::Absent(key.clone())),
             Some((b, rev)) => {

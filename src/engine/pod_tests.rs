@@ -192,6 +192,21 @@ fn same_name_new_uid_is_a_new_pod_but_same_uid_is_a_sandbox_still_held() {
 }
 
 #[test]
+fn a_sticky_pod_whose_addresses_are_all_fixed_gets_no_binding() {
+    let pods = Arc::new(Pods::default());
+    let a = setup(&pods);
+    rt().block_on(async {
+        let req = AddRequest {
+            sticky: true,
+            ..fixed("c1", "p", "u", "10.188.0.30", None)
+        };
+        a.add(&req).await.unwrap();
+        assert!(a.bindings().await.unwrap().is_empty());
+        assert!(a.verify().await.unwrap().is_empty());
+    });
+}
+
+#[test]
 fn a_gateway_asked_for_is_checked_against_the_subnet() {
     let pods = Arc::new(Pods::default());
     let a = setup(&pods);
