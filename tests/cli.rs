@@ -1,17 +1,20 @@
-//! The operator CLI through the binary, over the embedded store.
+//! The operator CLI through the binary, over the embedded store and real etcd.
 
 mod support;
 
+use kube_ipam_etcd::testing::EtcdServer;
 use serde_json::{json, Value};
 use support::{call, cli, Scratch};
 
 /// A conflist holding the kube-ipam config, as it sits in /etc/cni/net.d.
-fn setup() -> (Scratch, String, String) {
+fn setup(etcd: Option<&EtcdServer>) -> (Scratch, String, String) {
     let s = Scratch::new();
-    let conf = s.conf(
-        "1.0.0",
-        json!({"subnet": "10.70.0.0/24", "rangeStart": "10.70.0.10", "rangeEnd": "10.70.0.19"}),
-    );
+    let mut ipam =
+        json!({"subnet": "10.70.0.0/24", "rangeStart": "10.70.0.10", "rangeEnd": "10.70.0.19"});
+    if let Some(e) = etcd {
+        ipam["etcdConfig"] = json!({"etcdURL": e.endpoint()});
+    }
+    let conf = s.conf("1.0.0", ipam);
     let plugin: Value = serde_json::from_str(&conf).unwrap();
     let list =
         json!({"cniVersion": "1.0.0", "name": "testnet", "plugins": [plugin, {"type": "portmap"}]});
@@ -22,7 +25,17 @@ fn setup() -> (Scratch, String, String) {
 
 #[test]
 fn ls_and_usage_json_field_by_field() {
-    let (_s, conf, path) = setup();
+    ls_and_usage(None);
+}
+
+#[test]
+fn ls_and_usage_on_etcd() {
+    let etcd = EtcdServer::start().expect("etcd");
+    ls_and_usage(Some(&etcd));
+}
+
+fn ls_and_usage(etcd: Option<&EtcdServer>) {
+    let (_s, conf, path) = setup(etcd);
     let a = call(
         "ADD",
         "ctr-a",
@@ -110,8 +123,18 @@ fn ls_and_usage_json_field_by_field() {
 }
 
 #[test]
-fn show_and_release() {
-    let (_s, conf, path) = setup();
+fn show_and_release_on_the_embedded_store() {
+    show_and_release(None);
+}
+
+#[test]
+fn show_and_release_on_etcd() {
+    let etcd = EtcdServer::start().expect("etcd");
+    show_and_release(Some(&etcd));
+}
+
+fn show_and_release(etcd: Option<&EtcdServer>) {
+    let (_s, conf, path) = setup(etcd);
     let a = call(
         "ADD",
         "ctr-a",
