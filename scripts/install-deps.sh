@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Installs the Debian packages kube-ipam's build, tests and demo use. Idempotent and quiet
+# Installs the Debian packages kube-ipam's build, tests and demo use (libprotobuf-dev carries the
+# well-known .proto files etcd-client's build imports; protoc alone does not). Idempotent and quiet
 # when everything is already there.
 set -euo pipefail
 
-packages=(etcd-server etcd-client containernetworking-plugins protobuf-compiler iproute2 iputils-ping openssl hyperfine)
+packages=(etcd-server etcd-client containernetworking-plugins protobuf-compiler libprotobuf-dev iproute2 iputils-ping openssl hyperfine)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
