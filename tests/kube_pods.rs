@@ -294,7 +294,13 @@ fn api_trouble_fails_closed_with_error_11() {
     let e = add(api.kubeconfig(), "web").err(11);
     assert!(e.contains("forbidden"), "{e}");
     api.set_mode(ApiMode::Unavailable);
-    add(api.kubeconfig(), "web").err(11);
+    let e = add(api.kubeconfig(), "web").err(11);
+    // The API's own answer, at once: not retried into a timeout.
+    assert!(e.contains("unable to handle the request"), "{e}");
+    api.set_mode(ApiMode::Hang);
+    let e = add(api.kubeconfig(), "web").err(11);
+    assert!(e.contains("no answer within 5 s"), "{e}");
+    api.set_mode(ApiMode::Serve);
     api.stop();
     let e = add(api.kubeconfig(), "web").err(11);
     assert!(!e.contains(api.token()), "token leaked: {e}");

@@ -26,11 +26,8 @@ impl KubeDirectory {
     /// The service account of the pod this runs in (`kube-ipam gc` as a CronJob).
     pub fn in_cluster(timeout: Duration) -> Result<KubeDirectory> {
         let fail = |why: String| Error::Kubernetes(format!("no in-cluster config: {why}"));
-        let mut config = Config::incluster().map_err(|e| fail(e.to_string()))?;
-        config.connect_timeout = Some(timeout);
-        config.read_timeout = Some(timeout);
-        config.write_timeout = Some(timeout);
-        let client = Client::try_from(config).map_err(|e| fail(e.to_string()))?;
+        let config = Config::incluster().map_err(|e| fail(e.to_string()))?;
+        let client = client(config, timeout).map_err(fail)?;
         Ok(KubeDirectory {
             client,
             path: PathBuf::from("(in-cluster)"),
@@ -44,19 +41,27 @@ impl KubeDirectory {
             Error::Kubernetes(format!("cannot use kubeconfig {}: {why}", path.display()))
         };
         let kc = Kubeconfig::read_from(path).map_err(|e| fail(e.to_string()))?;
-        let mut config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+        let config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
             .await
             .map_err(|e| fail(e.to_string()))?;
-        config.connect_timeout = Some(timeout);
-        config.read_timeout = Some(timeout);
-        config.write_timeout = Some(timeout);
-        let client = Client::try_from(config).map_err(|e| fail(e.to_string()))?;
+        let client = client(config, timeout).map_err(fail)?;
         Ok(KubeDirectory {
             client,
             path: path.to_owned(),
             timeout,
         })
     }
+}
+
+/// A client that gives up after `timeout` and reports the first answer as it is: the client's
+/// own retries of 429/503/504 would wait out kubelet's patience behind our deadline and turn
+/// "API unavailable" into "no answer", while kubelet retries the whole ADD anyway.
+fn client(mut config: Config, timeout: Duration) -> std::result::Result<Client, String> {
+    config.connect_timeout = Some(timeout);
+    config.read_timeout = Some(timeout);
+    config.write_timeout = Some(timeout);
+    config.default_retry = false;
+    Client::try_from(config).map_err(|e| e.to_string())
 }
 
 #[async_trait]

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Container, Pod, PodSpec, PodStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -26,6 +26,8 @@ pub enum ApiMode {
     Forbidden,
     /// 503 to everything, as an overloaded or restarting API server.
     Unavailable,
+    /// Reads each request and never answers, as a wedged API server or a black-holed route.
+    Hang,
 }
 
 #[derive(Default)]
@@ -303,6 +305,15 @@ fn serve(
     lock(state)
         .requests
         .push(format!("{method} {target} | {accept}"));
+    // Hold the connection open without a word until the mode changes (bounded, so a
+    // forgotten Hang cannot keep a test thread alive forever).
+    let hung = Instant::now();
+    while *lock(mode) == ApiMode::Hang && hung.elapsed() < Duration::from_secs(60) {
+        thread::sleep(Duration::from_millis(10));
+    }
+    if *lock(mode) == ApiMode::Hang {
+        return Ok(());
+    }
     let (code, body) = answer(&method, &target, &accept, &headers, token, state, mode);
     let body = body.to_string();
     let reason = match code {
@@ -349,7 +360,7 @@ fn answer(
     let path = target.split('?').next().unwrap_or_default();
     let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
     match *lock(mode) {
-        ApiMode::Serve => {}
+        ApiMode::Serve | ApiMode::Hang => {}
         ApiMode::Forbidden => {
             return status(
                 403,
