@@ -56,8 +56,14 @@ impl Keys {
     }
 
     /// Parses an address key of this network back into the address.
+    /// Only the spelling `ip` writes is accepted: `from_str_radix` alone would also take
+    /// `+`-signed and upper-case hex, a second key for the same address.
     pub fn parse_ip(&self, key: &str) -> Option<IpAddr> {
         let rest = key.strip_prefix(&self.root)?.strip_prefix("ip/")?;
+        let canonical = |hex: &str| hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+        if !rest.get(2..).is_some_and(canonical) {
+            return None;
+        }
         if let Some(hex) = rest.strip_prefix("4/") {
             if hex.len() != 8 {
                 return None;
@@ -134,6 +140,27 @@ mod tests {
         }
         assert_eq!(k.parse_ip("/p/n/ip/4/zz"), None);
         assert_eq!(k.parse_ip("/p/other/ip/4/0a000001"), None);
+    }
+
+    /// Found by the `records` fuzz target: a key in upper-case hex parsed as the same address
+    /// as its lower-case twin, so two records could both look like the holder of one address.
+    #[test]
+    fn only_the_written_spelling_parses() {
+        let k = Keys::new("/p", "n");
+        assert_eq!(k.parse_ip("/p/n/ip/4/0a00000A"), None);
+        assert_eq!(k.parse_ip("/p/n/ip/4/+a000001"), None);
+        assert_eq!(
+            k.parse_ip("/p/n/ip/6/fd00000A000000000000000000000005"),
+            None
+        );
+        assert_eq!(
+            k.parse_ip("/p/n/ip/6/+d000000000000000000000000000005"),
+            None
+        );
+        assert_eq!(
+            k.parse_ip("/p/n/ip/4/0a00000a"),
+            Some("10.0.0.10".parse().unwrap())
+        );
     }
 
     #[test]
