@@ -16,7 +16,7 @@ use std::fs::{DirBuilder, File};
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::{PoisonError, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use kube_ipam_store::{Compare, Entry, LeaseStore, Mutation, Revision, StoreError};
@@ -52,9 +52,12 @@ impl SledStore {
             .mode(0o700)
             .create(dir)
             .map_err(|e| io_error("creating", dir, e))?;
+        let started = Instant::now();
         let lock = lock::acquire(dir, lock_timeout)?;
-
         let path = dir.join("db");
+        let left = lock_timeout.saturating_sub(started.elapsed());
+        lock::wait_released(&path.join("db"), dir, left)?;
+
         let opened = sled::Config::new()
             .path(&path)
             // Every commit flushes before it returns; a timer thread would add nothing.

@@ -25,7 +25,28 @@ pub(crate) fn acquire(dir: &Path, timeout: Duration) -> Result<File, StoreError>
         .mode(0o600)
         .open(path)
         .map_err(|e| io_error("opening lock file", path, e))?;
+    wait(file, path, dir, timeout)
+}
 
+/// Waits, at most `timeout`, until nobody holds sled's own lock on `db_file`.
+///
+/// Our lock on `<dir>/lock` is released before sled's in two cases: a killed process has its
+/// files closed in descriptor order, and sled's worker threads may still hold the database
+/// open for a moment after the last handle is dropped. sled gives up at once on a held lock,
+/// so the next process waits here for it instead of failing.
+pub(crate) fn wait_released(
+    db_file: &Path,
+    dir: &Path,
+    timeout: Duration,
+) -> Result<(), StoreError> {
+    match OpenOptions::new().read(true).open(db_file) {
+        Ok(file) => wait(file, db_file, dir, timeout).map(drop),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io_error("opening", db_file, e)),
+    }
+}
+
+fn wait(file: File, path: &Path, dir: &Path, timeout: Duration) -> Result<File, StoreError> {
     match file.try_lock() {
         Ok(()) => return Ok(file),
         Err(TryLockError::WouldBlock) => {}
