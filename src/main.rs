@@ -9,6 +9,12 @@ use kube_ipam::cni;
 const MAX_STDIN: u64 = 16 << 20;
 
 fn main() {
+    // Everything kube-ipam writes (store, lock, log) names pods and their addresses, and sled
+    // creates its files with the default mode: nothing it makes is for other users.
+    // SAFETY: umask only sets this process's file-creation mask; it cannot fail.
+    unsafe {
+        libc::umask(0o077);
+    }
     if std::env::var_os("CNI_COMMAND").is_some() {
         cni_main()
     } else {
