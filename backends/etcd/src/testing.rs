@@ -315,3 +315,71 @@ impl Timing {
         election_ms: 1000,
     };
 }
+
+impl EtcdCluster {
+    /// Index of the current leader, as the members that answer see it.
+    ///
+    /// Fault tests must kill the leader, not just any member, to force an election under
+    /// load. Errors while there is no agreement to report: no member answers, answering
+    /// members name different leaders or none (mid-election), or the named leader does not
+    /// answer itself (it was just killed and the others have not noticed yet); callers poll.
+    pub fn leader(&self) -> io::Result<usize> {
+        let endpoints = self.endpoints();
+        let out = std::process::Command::new(
+            std::env::var_os("KUBE_IPAM_ETCDCTL").unwrap_or_else(|| "/usr/bin/etcdctl".into()),
+        )
+        .env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints={}", endpoints.join(",")))
+        .args([
+            "--dial-timeout=1s",
+            "--command-timeout=2s",
+            "endpoint",
+            "status",
+            "--write-out=fields",
+        ])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot run etcdctl: {e}")))?;
+        // etcdctl exits 1 when any endpoint is down but still reports the others, so the
+        // exit status says nothing here. Each endpoint's block ends with its "Endpoint" line.
+        let text = String::from_utf8_lossy(&out.stdout);
+        let (mut member, mut leader) = (None, None);
+        let mut seen: Vec<(usize, u64, u64)> = Vec::new();
+        for line in text.lines() {
+            let Some((field, value)) = line.split_once(" : ") else {
+                continue;
+            };
+            let value = value.trim().trim_matches('"');
+            match field.trim().trim_matches('"') {
+                "MemberID" => member = value.parse::<u64>().ok(),
+                "Leader" => leader = value.parse::<u64>().ok(),
+                "Endpoint" => {
+                    if let (Some(i), Some(m), Some(l)) = (
+                        endpoints.iter().position(|e| e == value),
+                        member.take(),
+                        leader.take(),
+                    ) {
+                        seen.push((i, m, l));
+                    }
+                }
+                _ => {}
+            }
+        }
+        let no_leader = |why: String| io::Error::new(io::ErrorKind::NotFound, why);
+        let Some(&(_, _, named)) = seen.first() else {
+            return Err(no_leader(format!(
+                "no member answered: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        };
+        if named == 0 || seen.iter().any(|&(_, _, l)| l != named) {
+            return Err(no_leader(format!(
+                "members do not agree on a leader: {seen:?}"
+            )));
+        }
+        seen.iter()
+            .find(|&&(_, m, _)| m == named)
+            .map(|&(i, _, _)| i)
+            .ok_or_else(|| no_leader(format!("leader {named:x} does not answer: {seen:?}")))
+    }
+}
