@@ -1004,6 +1004,7 @@ fn exercise(build: fn(&Scratch, &[Value]) -> Vec<Case>, min_cases: usize) {
         failures.join("\n"),
         store
     );
+    eprintln!("{} malformed calls refused, store unchanged", cases.len());
 }
 
 #[test]
