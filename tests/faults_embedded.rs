@@ -20,7 +20,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 use support::netns::{is_root, must, sh};
-use support::{cli, Out, Scratch};
+use support::{Out, Scratch};
 
 /// One network on the embedded store, with its config also on disk for the operator CLI.
 struct Net {
@@ -47,32 +47,12 @@ impl Net {
 
     /// Asserts the store is consistent; returns how many attachments it holds.
     fn check_store(&self) -> usize {
-        let (code, out, err) = cli(&["check-store", "--conf", self.file.to_str().unwrap()]);
-        assert_eq!(code, 0, "check-store found problems: {out} {err}");
-        out.trim()
-            .strip_prefix("consistent: ")
-            .and_then(|r| r.strip_suffix(" attachments"))
-            .and_then(|n| n.parse().ok())
-            .unwrap_or_else(|| panic!("unexpected check-store output: {out:?}"))
+        support::check_store(&self.file)
     }
 
     /// Container → address of every held address; fails on an address or container listed twice.
     fn held(&self) -> BTreeMap<String, String> {
-        let conf = self.file.to_str().unwrap();
-        let (code, out, err) = cli(&["ls", "--conf", conf, "--output", "json"]);
-        assert_eq!(code, 0, "ls failed: {out} {err}");
-        let rows: Vec<Value> = serde_json::from_str(&out).expect("ls JSON");
-        let (mut addrs, mut held) = (BTreeSet::new(), BTreeMap::new());
-        for r in rows {
-            let ip = r["address"].as_str().expect("address").to_owned();
-            let c = r["container"].as_str().expect("container").to_owned();
-            assert!(addrs.insert(ip.clone()), "{ip} is held twice");
-            assert!(
-                held.insert(c.clone(), ip).is_none(),
-                "{c} holds two addresses"
-            );
-        }
-        held
+        support::held(&self.file)
     }
 }
 

@@ -80,41 +80,15 @@ impl Net {
         Net { name, conf, file }
     }
 
-    fn cli(&self, args: &[&str]) -> (i32, String, String) {
-        let mut all = vec![args[0], "--conf", self.file.to_str().expect("utf-8 path")];
-        all.extend(&args[1..]);
-        support::cli(&all)
-    }
-
     /// Asserts that the operator's check finds address and owner records in agreement;
     /// returns how many attachments it counted.
     fn check_store(&self) -> usize {
-        let (code, out, err) = self.cli(&["check-store"]);
-        assert_eq!(code, 0, "check-store found problems:\n{out}{err}");
-        out.trim()
-            .strip_prefix("consistent: ")
-            .and_then(|r| r.strip_suffix(" attachments"))
-            .and_then(|n| n.parse().ok())
-            .unwrap_or_else(|| panic!("check-store printed {out:?}"))
+        support::check_store(&self.file)
     }
 
     /// Container → address as `ls` shows it; no address may be listed twice.
     fn held(&self) -> BTreeMap<String, String> {
-        let (code, out, err) = self.cli(&["ls", "--output", "json"]);
-        assert_eq!(code, 0, "ls failed: {out}{err}");
-        let rows: Vec<Value> = serde_json::from_str(&out).expect("ls prints JSON");
-        let mut addrs = BTreeSet::new();
-        let mut held = BTreeMap::new();
-        for r in &rows {
-            let addr = r["address"].as_str().expect("address").to_owned();
-            let container = r["container"].as_str().expect("container").to_owned();
-            assert!(addrs.insert(addr.clone()), "{addr} listed twice: {out}");
-            assert!(
-                held.insert(container.clone(), addr).is_none(),
-                "{container} holds two addresses on one interface: {out}"
-            );
-        }
-        held
+        support::held(&self.file)
     }
 }
 

@@ -136,6 +136,40 @@ pub fn cli(args: &[&str]) -> (i32, String, String) {
     )
 }
 
+/// `kube-ipam check-store` on the network in `conf`: asserts the store is consistent and
+/// returns how many attachments it counted.
+pub fn check_store(conf: &Path) -> usize {
+    let conf = conf.to_str().expect("utf-8 path");
+    let (code, out, err) = cli(&["check-store", "--conf", conf]);
+    assert_eq!(code, 0, "check-store found problems:\n{out}{err}");
+    out.trim()
+        .strip_prefix("consistent: ")
+        .and_then(|r| r.strip_suffix(" attachments"))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("check-store printed {out:?}"))
+}
+
+/// Container → address as `kube-ipam ls` shows the network in `conf`; fails on an address
+/// or a container listed twice.
+pub fn held(conf: &Path) -> std::collections::BTreeMap<String, String> {
+    let conf = conf.to_str().expect("utf-8 path");
+    let (code, out, err) = cli(&["ls", "--conf", conf, "--output", "json"]);
+    assert_eq!(code, 0, "ls failed: {out}{err}");
+    let rows: Vec<Value> = serde_json::from_str(&out).expect("ls prints JSON");
+    let mut addrs = std::collections::BTreeSet::new();
+    let mut held = std::collections::BTreeMap::new();
+    for r in &rows {
+        let addr = r["address"].as_str().expect("address").to_owned();
+        let container = r["container"].as_str().expect("container").to_owned();
+        assert!(addrs.insert(addr.clone()), "{addr} listed twice: {out}");
+        assert!(
+            held.insert(container.clone(), addr).is_none(),
+            "{container} holds two addresses on one interface: {out}"
+        );
+    }
+    held
+}
+
 /// A scratch directory for one test's embedded store and log.
 pub struct Scratch {
     pub dir: tempfile::TempDir,
