@@ -280,43 +280,6 @@ impl EtcdCluster {
         wait_healthy(&mut running, None, CLUSTER_READY)
     }
 
-    /// etcd's log of member `i`.
-    pub fn log_path(&self, i: usize) -> Option<PathBuf> {
-        self.members.get(i).map(Member::log_path)
-    }
-
-    fn member(&mut self, i: usize) -> io::Result<&mut Member> {
-        let n = self.members.len();
-        self.members.get_mut(i).ok_or_else(|| {
-            io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("no member {i} in a cluster of {n}"),
-            )
-        })
-    }
-}
-
-/// Raft timers in milliseconds. A lone member elects itself after one election timeout, so
-/// a short one makes tests start faster; a cluster on a busy two-core machine keeps the
-/// defaults so that slow scheduling does not look like a dead leader.
-#[derive(Debug, Clone, Copy)]
-struct Timing {
-    heartbeat_ms: u32,
-    election_ms: u32,
-}
-
-impl Timing {
-    const SINGLE: Timing = Timing {
-        heartbeat_ms: 50,
-        election_ms: 500,
-    };
-    const CLUSTER: Timing = Timing {
-        heartbeat_ms: 100,
-        election_ms: 1000,
-    };
-}
-
-impl EtcdCluster {
     /// Index of the current leader, as the members that answer see it.
     ///
     /// Fault tests must kill the leader, not just any member, to force an election under
@@ -325,21 +288,16 @@ impl EtcdCluster {
     /// answer itself (it was just killed and the others have not noticed yet); callers poll.
     pub fn leader(&self) -> io::Result<usize> {
         let endpoints = self.endpoints();
-        let out = std::process::Command::new(
-            std::env::var_os("KUBE_IPAM_ETCDCTL").unwrap_or_else(|| "/usr/bin/etcdctl".into()),
-        )
-        .env("ETCDCTL_API", "3")
-        .arg(format!("--endpoints={}", endpoints.join(",")))
-        .args([
-            "--dial-timeout=1s",
-            "--command-timeout=2s",
-            "endpoint",
-            "status",
-            "--write-out=fields",
-        ])
-        .stdin(std::process::Stdio::null())
-        .output()
-        .map_err(|e| io::Error::new(e.kind(), format!("cannot run etcdctl: {e}")))?;
+        let out = process::etcdctl(&endpoints, None)
+            .args([
+                "--dial-timeout=1s",
+                "--command-timeout=2s",
+                "endpoint",
+                "status",
+                "--write-out=fields",
+            ])
+            .output()
+            .map_err(|e| io::Error::new(e.kind(), format!("cannot run etcdctl: {e}")))?;
         // etcdctl exits 1 when any endpoint is down but still reports the others, so the
         // exit status says nothing here. Each endpoint's block ends with its "Endpoint" line.
         let text = String::from_utf8_lossy(&out.stdout);
@@ -382,4 +340,39 @@ impl EtcdCluster {
             .map(|&(i, _, _)| i)
             .ok_or_else(|| no_leader(format!("leader {named:x} does not answer: {seen:?}")))
     }
+
+    /// etcd's log of member `i`.
+    pub fn log_path(&self, i: usize) -> Option<PathBuf> {
+        self.members.get(i).map(Member::log_path)
+    }
+
+    fn member(&mut self, i: usize) -> io::Result<&mut Member> {
+        let n = self.members.len();
+        self.members.get_mut(i).ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("no member {i} in a cluster of {n}"),
+            )
+        })
+    }
+}
+
+/// Raft timers in milliseconds. A lone member elects itself after one election timeout, so
+/// a short one makes tests start faster; a cluster on a busy two-core machine keeps the
+/// defaults so that slow scheduling does not look like a dead leader.
+#[derive(Debug, Clone, Copy)]
+struct Timing {
+    heartbeat_ms: u32,
+    election_ms: u32,
+}
+
+impl Timing {
+    const SINGLE: Timing = Timing {
+        heartbeat_ms: 50,
+        election_ms: 500,
+    };
+    const CLUSTER: Timing = Timing {
+        heartbeat_ms: 100,
+        election_ms: 1000,
+    };
 }

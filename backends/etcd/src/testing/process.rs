@@ -230,19 +230,30 @@ impl Member {
     }
 }
 
-fn etcdctl_healthy(endpoints: &[String], tls: Option<&TlsPaths>) -> bool {
+/// etcdctl (v3 API) aimed at `endpoints`, with the client certificate when there is TLS;
+/// the caller adds timeouts and the command.
+pub(super) fn etcdctl(endpoints: &[String], tls: Option<&TlsPaths>) -> Command {
     let mut cmd = Command::new(binary("KUBE_IPAM_ETCDCTL", "/usr/bin/etcdctl"));
     cmd.env("ETCDCTL_API", "3")
         .env("ETCD_UNSUPPORTED_ARCH", goarch())
         .arg(format!("--endpoints={}", endpoints.join(",")))
-        .args(["--dial-timeout=2s", "--command-timeout=3s"]);
+        .stdin(Stdio::null());
     if let Some(t) = tls {
         cmd.arg(arg("--cacert=", &t.ca))
             .arg(arg("--cert=", &t.client_cert))
             .arg(arg("--key=", &t.client_key));
     }
-    cmd.args(["endpoint", "health"])
-        .stdin(Stdio::null())
+    cmd
+}
+
+fn etcdctl_healthy(endpoints: &[String], tls: Option<&TlsPaths>) -> bool {
+    etcdctl(endpoints, tls)
+        .args([
+            "--dial-timeout=2s",
+            "--command-timeout=3s",
+            "endpoint",
+            "health",
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
