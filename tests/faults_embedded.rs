@@ -59,16 +59,7 @@ impl Net {
 /// Asserts `out` is a failure answered the spec's way; returns the code and details.
 fn cni_error(out: &Out) -> (u64, String) {
     assert_no_panic(out);
-    assert_ne!(out.code, 0, "succeeded: {}", out.stdout);
-    assert!(!out.stdout.trim().is_empty(), "failed silently: {out:?}");
-    let v = out.json();
-    let code = v["code"].as_u64().unwrap_or_else(|| panic!("no code: {v}"));
-    assert!(
-        v["msg"].as_str().is_some_and(|m| !m.is_empty()),
-        "no msg: {v}"
-    );
-    assert!(v["cniVersion"].is_string(), "no cniVersion: {v}");
-    (code, v["details"].as_str().unwrap_or_default().to_owned())
+    out.cni_error()
 }
 
 fn assert_no_panic(out: &Out) {
@@ -154,12 +145,7 @@ fn sigkill_during_add_and_del_leaves_a_consistent_store() {
     const ROUNDS: usize = 6;
     const PER_ROUND: usize = 12;
     const NEW_PER_ROUND: usize = 5;
-    let seed = std::env::var("KUBE_IPAM_FAULT_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(now_nanos);
-    eprintln!("seed {seed} (replay with KUBE_IPAM_FAULT_SEED={seed})");
-    let mut rng = StdRng::seed_from_u64(seed);
+    let mut rng = StdRng::seed_from_u64(support::fault_seed());
     let net = Net::new(
         Scratch::new(),
         json!({"subnet": "10.90.0.0/24", "rangeStart": "10.90.0.10", "rangeEnd": "10.90.0.49"}),
@@ -214,12 +200,7 @@ fn sigkill_during_add_and_del_leaves_a_consistent_store() {
                 mid_flight += 1;
                 Known::Unsure
             } else {
-                let out = Out {
-                    code: out.status.code().unwrap_or(-1),
-                    stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-                    stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-                };
-                judge(verb, &out, &mut codes)
+                judge(verb, &out.into(), &mut codes)
             };
             if let (Some(Known::Holds(before)), Known::Holds(now)) = (known.get(&id), &state) {
                 assert_eq!(before, now, "a retried ADD of {id} moved its address");
@@ -273,12 +254,6 @@ fn sigkill_during_add_and_del_leaves_a_consistent_store() {
         .collect();
     assert_eq!(addrs.len(), RANGE);
     assert_eq!(net.check_store(), RANGE);
-}
-
-fn now_nanos() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64)
 }
 
 /// A node whose data disk went read-only: calls must fail loudly (a DEL that could not

@@ -4,7 +4,7 @@
 //! either succeeds or says why in a CNI error, no address is handed out twice, address and
 //! owner records agree, and nothing etcd acknowledged is lost.
 //!
-//! Random kill delays come from a seed printed by each test; `FAULTS_SEED` replays one.
+//! Random kill delays come from a seed printed by each test; `KUBE_IPAM_FAULT_SEED` replays one.
 
 mod support;
 
@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use std::process::{Child, Output};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use kube_ipam_etcd::testing::{EtcdCluster, EtcdServer};
 use kube_ipam_etcd::{EtcdOptions, EtcdStore};
@@ -23,7 +23,7 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
-use support::Scratch;
+use support::{Out, Scratch};
 
 const POLL: Duration = Duration::from_millis(2);
 /// Kill delays are drawn from `0..=KILL_WITHIN_MS`. A lone ADD takes 13-19 ms, but 24
@@ -32,16 +32,6 @@ const POLL: Duration = Duration::from_millis(2);
 const KILL_WITHIN_MS: u64 = 40;
 /// Generous: a debug build on a busy two-core machine.
 const SETTLE: Duration = Duration::from_secs(90);
-
-fn seed() -> u64 {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH);
-    let seed = std::env::var("FAULTS_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| now.map_or(0, |d| d.as_nanos() as u64));
-    println!("seed {seed} (FAULTS_SEED={seed} replays it)");
-    seed
-}
 
 /// Polls `cond` until it holds; a condition that never comes is a failure, not a hang.
 fn await_until(what: &str, within: Duration, mut cond: impl FnMut() -> bool) {
@@ -168,43 +158,31 @@ impl Proc {
     /// What the process did, asserting the contract of a call that ended by itself: success
     /// with a result, or a non-zero exit with a CNI error on stdout, and never a panic.
     fn outcome(&self) -> Outcome {
-        let (_, out) = self.done.as_ref().expect("finished");
-        let (status, stdout) = (out.status, String::from_utf8_lossy(&out.stdout));
-        let stderr = String::from_utf8_lossy(&out.stderr);
+        let (_, raw) = self.done.as_ref().expect("finished");
+        let status = raw.status;
+        let out = Out::from(raw.clone());
         let who = format!("{} {} on {}", self.verb, self.id, self.node);
-        assert!(!stderr.contains("panicked at"), "{who} panicked: {stderr}");
+        assert!(
+            !out.stderr.contains("panicked at"),
+            "{who} panicked: {out:?}"
+        );
         if self.kill_sent && status.signal() == Some(libc::SIGKILL) {
             return Outcome::Killed;
         }
         let code = status
             .code()
-            .unwrap_or_else(|| panic!("{who} died of {status:?}: {stderr}"));
-        if code == 0 {
-            if self.verb == "DEL" {
-                assert!(stdout.is_empty(), "{who} printed {stdout:?}");
-                return Outcome::Deleted;
+            .unwrap_or_else(|| panic!("{who} died of {status:?}: {out:?}"));
+        match (code, self.verb) {
+            (0, "DEL") => {
+                out.quiet();
+                Outcome::Deleted
             }
-            let v: Value = serde_json::from_str(&stdout)
-                .unwrap_or_else(|e| panic!("{who}: result is not JSON ({e}): {stdout:?}"));
-            let a = v["ips"][0]["address"]
-                .as_str()
-                .unwrap_or_else(|| panic!("{who}: no address in {v}"));
-            return Outcome::Added(a.split('/').next().unwrap_or(a).to_owned());
+            (0, _) => Outcome::Added(out.ip()),
+            _ => {
+                let (c, details) = out.cni_error();
+                Outcome::Failed(c, details)
+            }
         }
-        assert!(
-            !stdout.trim().is_empty(),
-            "{who} exited {code} and printed nothing; stderr: {stderr}"
-        );
-        let v: Value = serde_json::from_str(&stdout)
-            .unwrap_or_else(|e| panic!("{who}: error is not JSON ({e}): {stdout:?}"));
-        assert!(
-            v["cniVersion"].is_string() && v["msg"].is_string(),
-            "{who}: malformed error {v}"
-        );
-        let c = v["code"]
-            .as_u64()
-            .unwrap_or_else(|| panic!("{who}: no error code in {v}"));
-        Outcome::Failed(c, v["details"].as_str().unwrap_or_default().to_owned())
     }
 }
 
@@ -261,6 +239,27 @@ fn retry(net: &Net, held: &mut BTreeMap<String, String>, failed: &[(String, Stri
     }
     held.extend(after);
     found
+}
+
+/// kubelet's part after a fault: retries every failed ADD, then checks that all `total`
+/// containers hold distinct addresses, exactly the ones the calls reported, and that the
+/// store is consistent.
+fn retry_failures(
+    net: &Net,
+    held: &mut BTreeMap<String, String>,
+    failed: &[(String, String)],
+    total: usize,
+) {
+    let found = retry(net, held, failed);
+    println!("{found} of them had been applied all the same");
+    assert_eq!(held.len(), total);
+    assert_eq!(net.check_store(), total);
+    // `held` also proves the addresses distinct.
+    assert_eq!(
+        &net.held(),
+        held,
+        "records differ from what the ADDs returned"
+    );
 }
 
 /// Starts an ADD for every id and runs `fault` once `after` of them have finished, while
@@ -325,7 +324,7 @@ fn sigkill_during_add_and_del_on_etcd_leaves_a_consistent_store() {
     let range =
         json!({"subnet": "10.97.0.0/24", "rangeStart": "10.97.0.10", "rangeEnd": "10.97.0.49"});
     let net = Net::new(&s, "kills", &etcd.endpoint(), range);
-    let mut rng = StdRng::seed_from_u64(seed());
+    let mut rng = StdRng::seed_from_u64(support::fault_seed());
     let ids = ids("kill", 30, 3);
     let (mut calls, mut landed, mut late, mut failed, mut applied) = (0, 0, 0, 0, 0);
     let mut prior = BTreeMap::new();
@@ -431,16 +430,7 @@ fn etcd_killed_and_restarted_mid_storm() {
     assert!(why.keys().all(|&c| c == 11), "not all code 11: {why:#?}");
     assert!(!failed.is_empty(), "no call was caught by the outage");
     assert!(before_kill > 0, "nothing was acknowledged before the crash");
-    let found = retry(&net, &mut held, &failed);
-    println!("{found} of them had been applied all the same");
-    assert_eq!(held.len(), 150);
-    assert_eq!(net.check_store(), 150);
-    // `held` also proves the addresses distinct.
-    assert_eq!(
-        net.held(),
-        held,
-        "records differ from what the ADDs returned"
-    );
+    retry_failures(&net, &mut held, &failed, 150);
 }
 
 /// Killing the leader forces an election while transactions are in flight. Calls may fail
@@ -475,15 +465,7 @@ fn leader_loss_in_a_three_member_cluster() {
         held.len(),
         failed.len()
     );
-    let found = retry(&net, &mut held, &failed);
-    println!("{found} of them had been applied all the same");
-    assert_eq!(held.len(), 120);
-    assert_eq!(net.check_store(), 120);
-    assert_eq!(
-        net.held(),
-        held,
-        "records differ from what the ADDs returned"
-    );
+    retry_failures(&net, &mut held, &failed, 120);
 
     // Returns once every running member answers a linearizable read.
     cluster.restart_member(old).expect("restart old leader");

@@ -43,11 +43,23 @@ impl Out {
 
     /// Asserts a CNI error with `code` and returns its details.
     pub fn err(&self, code: u64) -> String {
+        let (got, details) = self.cni_error();
+        assert_eq!(got, code, "wrong code: {}", self.stdout);
+        details
+    }
+
+    /// Asserts a failure answered the spec's way, whatever its code: a non-zero exit and
+    /// error JSON with a code, a message and the version. Returns the code and details.
+    pub fn cni_error(&self) -> (u64, String) {
         assert_ne!(self.code, 0, "call succeeded: {}", self.stdout);
+        assert!(!self.stdout.trim().is_empty(), "failed silently: {self:?}");
         let v = self.json();
-        assert_eq!(v["code"], json!(code), "wrong code: {v}");
-        assert!(v["msg"].is_string() && v["cniVersion"].is_string(), "{v}");
-        v["details"].as_str().unwrap_or_default().to_owned()
+        let code = v["code"].as_u64().unwrap_or_else(|| panic!("no code: {v}"));
+        assert!(
+            v["msg"].as_str().is_some_and(|m| !m.is_empty()) && v["cniVersion"].is_string(),
+            "malformed error: {v}"
+        );
+        (code, v["details"].as_str().unwrap_or_default().to_owned())
     }
 
     /// The first address of an ADD result, without its prefix.
@@ -114,12 +126,33 @@ pub fn run(mut cmd: Command, stdin: &[u8]) -> Out {
 
 /// Waits for a spawned call and collects what it printed.
 pub fn wait(child: Child) -> Out {
-    let out = child.wait_with_output().expect("wait for kube-ipam");
-    Out {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    child.wait_with_output().expect("wait for kube-ipam").into()
+}
+
+impl From<std::process::Output> for Out {
+    /// A process killed by a signal has no exit code: -1.
+    fn from(out: std::process::Output) -> Out {
+        Out {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
     }
+}
+
+/// The seed of a test's random faults: `KUBE_IPAM_FAULT_SEED` to replay a run, else the
+/// clock. Printed, so a failing run can be replayed.
+pub fn fault_seed() -> u64 {
+    let seed = std::env::var("KUBE_IPAM_FAULT_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64)
+        });
+    eprintln!("seed {seed} (KUBE_IPAM_FAULT_SEED={seed} replays it)");
+    seed
 }
 
 /// The operator CLI (no CNI_COMMAND): exit code, stdout, stderr.
