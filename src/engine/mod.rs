@@ -2,7 +2,10 @@
 
 mod allocator;
 pub mod bitmap;
+mod claims;
+mod inspection;
 pub mod pool;
+mod releases;
 pub mod search;
 
 pub use allocator::{unix_now, AddRequest, Allocator, Release, Wanted};

@@ -1,0 +1,384 @@
+//! ADD: planning the addresses a request gets and claiming them, named or dynamic.
+
+use std::collections::HashSet;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use kube_ipam_store::records::{decode, encode};
+use kube_ipam_store::{
+    AttachedIp, Attachment, Binding, Compare, Holder, IpRecord, Kind, LeaseStore, Mutation, PodRef,
+    Revision,
+};
+use rand::Rng;
+
+use super::pool::{to_u128, Pool};
+use super::search::find_free;
+use crate::{Error, Result};
+
+use super::allocator::{
+    attached, unix_now, AddRequest, Allocator, Choice, Claim, Release, Wanted, MAX_ATTEMPTS,
+};
+
+impl<S: LeaseStore> Allocator<S> {
+    /// Gives the attachment one address per range set, or returns what it already holds.
+    pub async fn add(&self, req: &AddRequest) -> Result<Attachment> {
+        let choices = self.plan(req)?;
+        let sticky_pod = req.holder.pod.as_ref().filter(|_| req.sticky);
+        let owner_key = self
+            .keys
+            .owner(&req.holder.container_id, &req.holder.ifname);
+        'attempt: for attempt in 0..MAX_ATTEMPTS {
+            if let Some((existing, _)) = self
+                .attachment(&req.holder.container_id, &req.holder.ifname)
+                .await?
+            {
+                return Ok(existing);
+            }
+            let binding = match sticky_pod {
+                Some(p) => self.binding(p).await?,
+                None => None,
+            };
+            let mut compares = vec![Compare::Absent(owner_key.clone())];
+            let mut ips = Vec::with_capacity(choices.len());
+            for (s, choice) in choices.iter().enumerate() {
+                let set = &self.sets[s];
+                match choice {
+                    Choice::Fixed {
+                        pool,
+                        addr,
+                        gateway,
+                    } => match self.claim(*addr, &req.holder, None).await? {
+                        Claim::Free(c) => {
+                            compares.push(c);
+                            let p = &set[*pool];
+                            ips.push(attached(p, to_u128(*addr), Kind::Fixed, *gateway));
+                        }
+                        Claim::TookOver => continue 'attempt,
+                        // Only sticky claims can be stale.
+                        Claim::Stale => {
+                            return Err(Error::Internal(format!("fixed {addr} judged stale")))
+                        }
+                    },
+                    Choice::Dynamic => {
+                        let kept = binding.as_ref().and_then(|(b, _)| {
+                            b.ips.iter().find_map(|i| {
+                                let v = to_u128(i.address);
+                                set.iter().find(|p| p.contains_dynamic(v)).map(|p| (p, v))
+                            })
+                        });
+                        if let (Some((p, v)), Some(pod)) = (kept, sticky_pod) {
+                            match self.claim(p.addr(v), &req.holder, Some(pod)).await? {
+                                Claim::Free(c) => {
+                                    compares.push(c);
+                                    ips.push(attached(p, v, Kind::Sticky, None));
+                                    continue;
+                                }
+                                Claim::TookOver => continue 'attempt,
+                                Claim::Stale => {
+                                    tracing::warn!(
+                                        address = %p.addr(v),
+                                        pod = %format!("{}/{}", pod.namespace, pod.name),
+                                        "sticky address now held by another pod; picking a new one"
+                                    );
+                                }
+                            }
+                        }
+                        let kind = if sticky_pod.is_some() {
+                            Kind::Sticky
+                        } else {
+                            Kind::Dynamic
+                        };
+                        let a = self.pick_dynamic(set, kind).await?;
+                        compares.push(Compare::Absent(self.keys.ip(a.address)));
+                        ips.push(a);
+                    }
+                }
+            }
+            let now = unix_now();
+            let attachment = Attachment {
+                holder: req.holder.clone(),
+                ips: ips.clone(),
+                created: now,
+            };
+            let mut mutations = Vec::with_capacity(ips.len() + 2);
+            for ip in &ips {
+                let record = IpRecord {
+                    holder: req.holder.clone(),
+                    kind: ip.kind,
+                    range: ip.range.clone(),
+                    created: now,
+                };
+                mutations.push(Mutation::Put(self.keys.ip(ip.address), encode(&record)));
+            }
+            mutations.push(Mutation::Put(owner_key.clone(), encode(&attachment)));
+            if let Some(pod) = sticky_pod {
+                self.rebind(
+                    pod,
+                    binding.as_ref(),
+                    &ips,
+                    now,
+                    &mut compares,
+                    &mut mutations,
+                )
+                .await?;
+            }
+            match self.store.commit(&compares, &mutations).await {
+                Ok(true) => return Ok(attachment),
+                Ok(false) => {}
+                Err(e) if e.is_transient() => {
+                    // The commit may have landed before its answer was lost: our owner
+                    // record says so. Otherwise the caller retries and DELs as usual.
+                    if let Ok(Some((existing, _))) = self
+                        .attachment(&req.holder.container_id, &req.holder.ifname)
+                        .await
+                    {
+                        if existing == attachment {
+                            return Ok(existing);
+                        }
+                    }
+                    return Err(e.into());
+                }
+                Err(e) => return Err(e.into()),
+            }
+            // Someone claimed one of our picks first (or the same ADD ran twice at once):
+            // back off a little, by a random amount so racers do not collide again.
+            let jitter = rand::rng().random_range(0..=(2u64 << attempt.min(5)));
+            tokio::time::sleep(Duration::from_millis(jitter)).await;
+        }
+        Err(Error::TryAgain(format!(
+            "lost the race for a free address {MAX_ATTEMPTS} times; too many concurrent allocations"
+        )))
+    }
+
+    /// Adds to a claim the write of the pod's binding: its sticky addresses as just chosen.
+    /// Addresses the binding no longer keeps (the config changed, or they went to another
+    /// pod) stop being reserved for it in the same commit.
+    async fn rebind(
+        &self,
+        pod: &PodRef,
+        old: Option<&(Binding, Revision)>,
+        ips: &[AttachedIp],
+        now: u64,
+        compares: &mut Vec<Compare>,
+        mutations: &mut Vec<Mutation>,
+    ) -> Result<()> {
+        let key = self.keys.binding(&pod.namespace, &pod.name);
+        let sticky: Vec<AttachedIp> = ips
+            .iter()
+            .filter(|i| i.kind == Kind::Sticky)
+            .cloned()
+            .collect();
+        // Every address named (fixed): nothing to keep for the pod.
+        if sticky.is_empty() && old.is_none() {
+            return Ok(());
+        }
+        match old {
+            None => compares.push(Compare::Absent(key.clone())),
+            Some((b, rev)) => {
+                compares.push(Compare::Revision(key.clone(), *rev));
+                for gone in b
+                    .ips
+                    .iter()
+                    .filter(|o| !sticky.iter().any(|i| i.address == o.address))
+                {
+                    let k = self.keys.ip(gone.address);
+                    if let Some(e) = self.store.get(&k).await? {
+                        let rec: IpRecord = decode(&k, &e.value)?;
+                        if rec.holder.is_binding() && rec.holder.same_pod_name(pod) {
+                            compares.push(Compare::Revision(k.clone(), e.revision));
+                            mutations.push(Mutation::Delete(k));
+                        }
+                    }
+                }
+            }
+        }
+        let created = old.map(|(b, _)| b.created).unwrap_or(now);
+        let binding = Binding {
+            pod: pod.clone(),
+            ips: sticky,
+            created,
+        };
+        mutations.push(Mutation::Put(key, encode(&binding)));
+        Ok(())
+    }
+
+    /// Matches every wanted address to a range set; sets without one get a dynamic address.
+    fn plan(&self, req: &AddRequest) -> Result<Vec<Choice>> {
+        let mut choices = vec![Choice::Dynamic; self.sets.len()];
+        let mut set_taken = HashSet::new();
+        for w in &req.wanted {
+            let (set, pool) = self.locate_fixed(w)?;
+            if !set_taken.insert(set) {
+                return Err(Error::config(
+                    &w.source,
+                    w.ip.address,
+                    "a second address for the same range set; one address is given per range set",
+                ));
+            }
+            choices[set] = Choice::Fixed {
+                pool,
+                addr: w.ip.address,
+                gateway: w.gateway.as_ref().map(|(_, g)| *g),
+            };
+        }
+        Ok(choices)
+    }
+
+    /// Finds the range of a wanted address and checks it may be handed out by name.
+    fn locate_fixed(&self, w: &Wanted) -> Result<(usize, usize)> {
+        let addr = w.ip.address;
+        let v = to_u128(addr);
+        for (s, set) in self.sets.iter().enumerate() {
+            for (p, pool) in set.iter().enumerate() {
+                let r = &pool.range;
+                if !r.subnet.contains(&addr) {
+                    continue;
+                }
+                let bad = |why: String| Err(Error::config(&w.source, addr, why));
+                if let Some(len) = w.ip.prefix_len {
+                    if len != r.subnet.prefix_len() {
+                        return bad(format!(
+                            "prefix length /{len} differs from subnet {}",
+                            r.subnet
+                        ));
+                    }
+                }
+                if addr == r.subnet.network() || (!pool.v6 && addr == r.subnet.broadcast()) {
+                    return bad(format!(
+                        "is the network or broadcast address of {}",
+                        r.subnet
+                    ));
+                }
+                if r.gateway == Some(addr) {
+                    return bad(format!("is the gateway of {}", r.subnet));
+                }
+                if v >= pool.start && v <= pool.end {
+                    return bad(format!(
+                        "lies in the dynamic range {}-{}; fixed addresses must lie outside it",
+                        r.range_start, r.range_end
+                    ));
+                }
+                if let Some((fs, fe)) = r.fixed {
+                    if v < to_u128(fs) || v > to_u128(fe) {
+                        return bad(format!("lies outside the fixed zone {fs}-{fe}"));
+                    }
+                }
+                if let Some((source, gw)) = &w.gateway {
+                    let bad_gw = |why: String| Err(Error::config(source, gw, why));
+                    if !r.subnet.contains(gw) {
+                        return bad_gw(format!("is outside subnet {} of {addr}", r.subnet));
+                    }
+                    if *gw == addr {
+                        return bad_gw("is the pod's own address".into());
+                    }
+                    if *gw == r.subnet.network() || (!pool.v6 && *gw == r.subnet.broadcast()) {
+                        return bad_gw(format!(
+                            "is the network or broadcast address of {}",
+                            r.subnet
+                        ));
+                    }
+                }
+                return Ok((s, p));
+            }
+        }
+        Err(Error::config(
+            &w.source,
+            addr,
+            "is not in any configured subnet",
+        ))
+    }
+
+    /// Can `me` claim the named address `ip`? For a sticky address, `sticky_for` is the pod
+    /// whose binding keeps it.
+    async fn claim(&self, ip: IpAddr, me: &Holder, sticky_for: Option<&PodRef>) -> Result<Claim> {
+        let key = self.keys.ip(ip);
+        let Some(e) = self.store.get(&key).await? else {
+            return Ok(Claim::Free(Compare::Absent(key)));
+        };
+        let rec: IpRecord = decode(&key, &e.value)?;
+        let ours = || Ok(Claim::Free(Compare::Revision(key.clone(), e.revision)));
+        // A record of this very attachment without its owner record: a claim cut short.
+        if rec.holder.same_attachment(me) {
+            return ours();
+        }
+        let same_pod = sticky_for.is_some_and(|p| rec.holder.same_pod_name(p));
+        if rec.holder.is_binding() {
+            return match sticky_for {
+                Some(_) if same_pod => ours(),
+                Some(_) => Ok(Claim::Stale),
+                None => Err(Error::TryAgain(format!(
+                    "{ip} is reserved for {}",
+                    rec.holder
+                ))),
+            };
+        }
+        if sticky_for.is_some() && !same_pod {
+            return Ok(Claim::Stale);
+        }
+        if let Some(why) = self.holder_gone(&rec.holder).await? {
+            self.take_over(ip, &rec, e.revision, &why).await?;
+            return Ok(Claim::TookOver);
+        }
+        Err(Error::TryAgain(format!("{ip} is held by {}", rec.holder)))
+    }
+
+    /// Why the API says the pod holding a record no longer exists; `None` when it does or
+    /// when nobody can tell.
+    async fn holder_gone(&self, holder: &Holder) -> Result<Option<String>> {
+        let (Some(pods), Some(p)) = (&self.pods, &holder.pod) else {
+            return Ok(None);
+        };
+        Ok(match pods.pod(&p.namespace, &p.name).await? {
+            None => Some(format!("pod {}/{} no longer exists", p.namespace, p.name)),
+            Some(now) => match (&p.uid, &now.uid) {
+                (Some(was), Some(is)) if was != is => Some(format!(
+                    "pod {}/{} was recreated (uid {was} is now {is})",
+                    p.namespace, p.name
+                )),
+                _ => None,
+            },
+        })
+    }
+
+    /// Releases the attachment of a holder that is gone, as its DEL would have.
+    async fn take_over(&self, ip: IpAddr, rec: &IpRecord, rev: Revision, why: &str) -> Result<()> {
+        let h = &rec.holder;
+        let done = match self.attachment(&h.container_id, &h.ifname).await? {
+            Some((att, att_rev)) if att.ips.iter().any(|i| i.address == ip) => {
+                self.release_seen(&att, att_rev, Release::Park).await?
+            }
+            _ => {
+                let key = self.keys.ip(ip);
+                self.store
+                    .commit(
+                        &[Compare::Revision(key.clone(), rev)],
+                        &[Mutation::Delete(key)],
+                    )
+                    .await?
+            }
+        };
+        if done {
+            tracing::warn!(address = %ip, holder = %h, reason = why, "took the address over");
+        }
+        Ok(())
+    }
+
+    /// A free address from the first range of `set` that has one.
+    async fn pick_dynamic(&self, set: &[Pool], kind: Kind) -> Result<AttachedIp> {
+        let mut rng = rand::rng();
+        let mut rnd = move || rng.random::<u128>();
+        for p in set {
+            if let Some(v) = find_free(&self.store, &self.keys, p, &mut rnd).await? {
+                return Ok(attached(p, v, kind, None));
+            }
+        }
+        Err(Error::Exhausted {
+            range: set
+                .iter()
+                .map(|p| p.id.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+            size: set.iter().map(Pool::size).sum(),
+        })
+    }
+}
