@@ -1,0 +1,275 @@
+//! From the raw config to the validated model, collecting every problem on the way.
+//!
+//! Each check reports itself and carries on, so that `kube-ipam config check` can list all the
+//! mistakes of a file at once; the CNI path simply reports the first. Every error names the key
+//! path the user wrote and the value found there.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::model::{IpamConf, NetConf};
+use super::raw::{RawIpam, RawNetConf};
+use crate::error::Error;
+
+mod etcd;
+mod ranges;
+mod requests;
+mod routes;
+
+use etcd::etcd;
+use ranges::range_sets;
+use requests::{attachments, requested_ips};
+use routes::route;
+
+pub const DEFAULT_DATA_DIR: &str = "/var/lib/cni/kube-ipam";
+pub const DEFAULT_LOG_FILE: &str = "/var/log/kube-ipam.log";
+/// Size at which the log file is rotated, in MiB.
+pub const DEFAULT_LOG_MAX_MIB: u64 = 10;
+pub const DEFAULT_LOG_LEVEL: &str = "info";
+pub const DEFAULT_KEY_PREFIX: &str = "/kube-ipam";
+pub const LOG_LEVELS: [&str; 5] = ["error", "warn", "info", "debug", "trace"];
+pub const DEFAULT_DIAL_TIMEOUT: Duration = Duration::from_secs(3);
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A timeout beyond this is a typo (milliseconds written as seconds) rather than a wish: the
+/// runtime kills a CNI call long before.
+pub(super) const MAX_TIMEOUT_SECS: f64 = 3600.0;
+
+/// Shown as the value of a key that is missing.
+pub(super) const NONE: &str = "(none)";
+
+/// The single-range keys of the `ipam` block, in the order users write them.
+pub(super) const RANGE_KEYS: [&str; 6] = [
+    "subnet",
+    "rangeStart",
+    "rangeEnd",
+    "gateway",
+    "fixedStart",
+    "fixedEnd",
+];
+
+#[derive(Default)]
+pub(super) struct Errors(Vec<Error>);
+
+impl Errors {
+    pub(super) fn push(
+        &mut self,
+        field: impl Into<String>,
+        value: impl ToString,
+        reason: impl Into<String>,
+    ) {
+        self.0.push(Error::config(field, value, reason));
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.0.len()
+    }
+}
+
+/// One optional key after parsing: absent and malformed must be told apart, so that a
+/// malformed `fixedStart` is not also reported as missing.
+pub(super) enum Field<T> {
+    Absent,
+    Invalid,
+    Valid(T),
+}
+
+impl<T: Copy> Field<T> {
+    pub(super) fn valid(&self) -> Option<T> {
+        match self {
+            Field::Valid(v) => Some(*v),
+            _ => None,
+        }
+    }
+}
+
+/// Checks the raw config; `doc` is the untyped document, for `prevResult`.
+pub(crate) fn validate(raw: RawNetConf, doc: &Value) -> Result<NetConf, Vec<Error>> {
+    let mut errs = Errors::default();
+
+    let cni_version = match nonempty(&raw.cni_version) {
+        Some(v) => v.to_owned(),
+        None => {
+            errs.push("cniVersion", NONE, "is required");
+            String::new()
+        }
+    };
+    let name = network_name(raw.name.as_deref(), &mut errs);
+    let ipam = match &raw.ipam {
+        Some(ipam) => Some(ipam_conf(ipam, &mut errs)),
+        None => {
+            errs.push(
+                "ipam",
+                NONE,
+                "is required: the block with \"type\": \"kube-ipam\" and the address ranges",
+            );
+            None
+        }
+    };
+    let runtime_ips = requested_ips(
+        "runtimeConfig.ips",
+        raw.runtime_config.as_ref().and_then(|r| r.ips.as_deref()),
+        &mut errs,
+    );
+    let args_ips = requested_ips(
+        "args.cni.ips",
+        raw.args
+            .as_ref()
+            .and_then(|a| a.cni.as_ref())
+            .and_then(|c| c.ips.as_deref()),
+        &mut errs,
+    );
+    let valid_attachments = match (&raw.valid_attachments, &raw.attachments) {
+        (Some(list), _) => Some(attachments("cni.dev/valid-attachments", list, &mut errs)),
+        (None, Some(list)) => Some(attachments("cni.dev/attachments", list, &mut errs)),
+        (None, None) => None,
+    };
+    let prev_result = doc.get("prevResult").filter(|v| !v.is_null()).cloned();
+
+    match ipam {
+        Some(ipam) if errs.0.is_empty() => Ok(NetConf {
+            cni_version,
+            name,
+            plugin_type: raw.plugin_type.unwrap_or_default(),
+            ipam,
+            runtime_ips,
+            args_ips,
+            prev_result,
+            valid_attachments,
+        }),
+        _ => Err(errs.0),
+    }
+}
+
+/// The name becomes a store key segment and a directory name, so it must not be able to
+/// climb out of either.
+fn network_name(name: Option<&str>, errs: &mut Errors) -> String {
+    let Some(name) = name.filter(|n| !n.is_empty()) else {
+        errs.push("name", NONE, "is required");
+        return String::new();
+    };
+    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-');
+    if !name.chars().all(allowed) {
+        errs.push(
+            "name",
+            format!("{name:?}"),
+            "must match ^[A-Za-z0-9_.-]+$: it becomes part of store keys and paths",
+        );
+    } else if name == "." || name == ".." {
+        errs.push(
+            "name",
+            format!("{name:?}"),
+            "must not be . or ..: it becomes a directory name",
+        );
+    }
+    name.to_owned()
+}
+
+fn ipam_conf(ipam: &RawIpam, errs: &mut Errors) -> IpamConf {
+    let ipam_type = match nonempty(&ipam.ipam_type) {
+        Some(t) => t.to_owned(),
+        None => {
+            errs.push("ipam.type", NONE, "is required");
+            String::new()
+        }
+    };
+    let range_sets = range_sets(ipam, errs);
+    let routes = ipam
+        .routes
+        .iter()
+        .flatten()
+        .enumerate()
+        .filter_map(|(i, r)| route(&format!("ipam.routes[{i}]"), r, errs))
+        .collect();
+    let etcd = ipam.etcd_config.as_ref().and_then(|e| etcd(e, errs));
+    let kube_config = nonempty(&ipam.kube_config)
+        .or_else(|| {
+            ipam.etcd_config
+                .as_ref()
+                .and_then(|e| nonempty(&e.kube_config))
+        })
+        .map(PathBuf::from);
+    let data_dir = absolute_path("ipam.dataDir", &ipam.data_dir, DEFAULT_DATA_DIR, errs);
+    let log_file = absolute_path("ipam.logFile", &ipam.log_file, DEFAULT_LOG_FILE, errs);
+    let log_level = match nonempty(&ipam.log_level) {
+        None => DEFAULT_LOG_LEVEL.to_owned(),
+        Some(level) => {
+            let lower = level.to_ascii_lowercase();
+            if !LOG_LEVELS.contains(&lower.as_str()) {
+                errs.push(
+                    "ipam.logLevel",
+                    format!("{level:?}"),
+                    format!("must be one of {}", LOG_LEVELS.join(", ")),
+                );
+            }
+            lower
+        }
+    };
+    let log_max_mib = ipam.log_max_size.unwrap_or(DEFAULT_LOG_MAX_MIB);
+    if !(1..=10_240).contains(&log_max_mib) {
+        errs.push(
+            "ipam.logMaxSize",
+            log_max_mib.to_string(),
+            "must be 1 to 10240 (MiB)",
+        );
+    }
+    let key_prefix = match nonempty(&ipam.key_prefix) {
+        None => DEFAULT_KEY_PREFIX.to_owned(),
+        Some(p) => {
+            if !p.starts_with('/') {
+                errs.push(
+                    "ipam.keyPrefix",
+                    format!("{p:?}"),
+                    "must start with '/': every store key is rooted at it",
+                );
+            }
+            p.to_owned()
+        }
+    };
+    IpamConf {
+        ipam_type,
+        range_sets,
+        routes,
+        resolv_conf: nonempty(&ipam.resolv_conf).map(PathBuf::from),
+        etcd,
+        kube_config,
+        data_dir,
+        log_file,
+        log_level,
+        log_max_bytes: log_max_mib << 20,
+        sticky_ips: ipam.sticky_ips.unwrap_or(false),
+        key_prefix,
+    }
+}
+
+/// The plugin runs with the runtime's working directory, which nobody controls: a relative
+/// path would land somewhere different on each node.
+fn absolute_path(field: &str, raw: &Option<String>, default: &str, errs: &mut Errors) -> PathBuf {
+    let path = PathBuf::from(nonempty(raw).unwrap_or(default));
+    if !path.is_absolute() {
+        errs.push(field, path.display(), "must be an absolute path");
+    }
+    path
+}
+
+/// The original plugin's users write `""` for keys they do not use; Go reads that as unset.
+pub(super) fn nonempty(v: &Option<String>) -> Option<&str> {
+    v.as_deref().filter(|s| !s.is_empty())
+}
+
+pub(super) fn address(field: &str, raw: &Option<String>, errs: &mut Errors) -> Field<IpAddr> {
+    match nonempty(raw) {
+        None => Field::Absent,
+        Some(s) => match IpAddr::from_str(s) {
+            Ok(a) => Field::Valid(a),
+            Err(_) => {
+                errs.push(field, s, "is not an IP address");
+                Field::Invalid
+            }
+        },
+    }
+}
