@@ -22,8 +22,8 @@ pub mod code {
 
 #[derive(Debug, Error)]
 pub enum Error {
-    #[error("unsupported cniVersion {version:?}: supported are {supported}")]
-    IncompatibleVersion { version: String, supported: String },
+    #[error("cniVersion {version:?}: {reason}")]
+    IncompatibleVersion { version: String, reason: String },
 
     #[error("unsupported field {field}: {reason}")]
     UnsupportedField { field: String, reason: String },
@@ -71,6 +71,15 @@ pub enum Error {
 
     #[error("internal error: {0}")]
     Internal(String),
+
+    /// Work that goes on past failures (GC) and then reports them; the code is the first
+    /// failure's.
+    #[error("{done}, but {} could not be handled: {}", failed.len(), failed.join("; "))]
+    Incomplete {
+        code: u32,
+        done: String,
+        failed: Vec<String>,
+    },
 }
 
 impl Error {
@@ -96,6 +105,7 @@ impl Error {
             Error::CheckMismatch(_) => code::CHECK_MISMATCH,
             Error::StatusUnavailable(_) => code::STATUS_UNAVAILABLE,
             Error::Internal(_) => code::INTERNAL,
+            Error::Incomplete { code, .. } => *code,
         }
     }
 

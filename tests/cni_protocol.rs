@@ -6,7 +6,12 @@ mod support;
 use serde_json::{json, Value};
 use support::{call, Scratch};
 
+/// Versions whose results carry an `ips` list.
 const VERSIONS: [&str; 5] = ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"];
+/// Every version VERSION lists, as host-local lists them and then 1.1.0.
+const ALL_VERSIONS: [&str; 7] = [
+    "0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0",
+];
 
 fn small_range() -> Value {
     json!({"subnet": "10.22.0.0/24", "gateway": "10.22.0.1", "routes": [{"dst": "0.0.0.0/0"}]})
@@ -17,7 +22,7 @@ fn version_lists_every_supported_version() {
     for stdin in [r#"{"cniVersion":"1.1.0"}"#, r#"{"cniVersion":"0.3.0"}"#, ""] {
         let out = call("VERSION", "", "", &[], stdin);
         let v = out.ok();
-        assert_eq!(v["supportedVersions"], json!(VERSIONS));
+        assert_eq!(v["supportedVersions"], json!(ALL_VERSIONS));
         assert_eq!(v["cniVersion"], "1.1.0");
     }
 }
@@ -190,17 +195,102 @@ fn cni_args_in_any_order_and_ip_requests() {
     // Same address for another container while the first holds it: try again later.
     let busy = call("ADD", "a2", "eth0", &[("CNI_ARGS", "IP=10.50.0.7")], &conf);
     assert!(busy.err(11).contains("10.50.0.7 is held by pod prod/web-0"));
-    // runtimeConfig wins over CNI_ARGS.
+    // runtimeConfig.ips and CNI_ARGS IP= are read together, as host-local reads them: the
+    // same address from both counts once, two different ones for one range set are refused.
     let mut rc: Value = serde_json::from_str(&conf).unwrap();
     rc["runtimeConfig"] = json!({"ips": ["10.50.0.8/16"]});
     let out = call(
         "ADD",
         "a3",
         "eth0",
-        &[("CNI_ARGS", "IP=10.50.0.9")],
+        &[("CNI_ARGS", "IP=10.50.0.8")],
         &rc.to_string(),
     );
     assert_eq!(out.ip(), "10.50.0.8");
+    let d = call(
+        "ADD",
+        "a4",
+        "eth0",
+        &[("CNI_ARGS", "IP=10.50.0.9")],
+        &rc.to_string(),
+    )
+    .err(7);
+    assert!(d.contains("10.50.0.8") && d.contains("10.50.0.9"), "{d}");
+    // Inside the dynamic range is fine too.
+    let out = call("ADD", "a5", "eth0", &[("CNI_ARGS", "IP=10.50.1.77")], &conf);
+    assert_eq!(out.ip(), "10.50.1.77");
+}
+
+#[test]
+fn old_versions_answer_in_the_ip4_ip6_shape() {
+    let s = Scratch::new();
+    let ipam = json!({
+        "ranges": [[{"subnet": "10.23.0.0/24"}], [{"subnet": "fd00:23::/64"}]],
+        "routes": [{"dst": "0.0.0.0/0"}, {"dst": "fd00::/8", "gw": "fd00:23::1"}],
+    });
+    // "" is what libcni writes for a single-plugin config without a version (Multus
+    // delegates); absent and "" both mean 0.1.0.
+    for (i, version) in ["", "0.1.0", "0.2.0", "absent"].into_iter().enumerate() {
+        let mut conf: Value = serde_json::from_str(&s.conf(version, ipam.clone())).unwrap();
+        if version == "absent" {
+            conf.as_object_mut().unwrap().remove("cniVersion");
+        }
+        let id = format!("old-{i}");
+        let r = call("ADD", &id, "eth0", &[], &conf.to_string()).ok();
+        let expect_version = if version == "0.2.0" { "0.2.0" } else { "0.1.0" };
+        assert_eq!(r["cniVersion"], expect_version, "{r}");
+        assert!(r.get("ips").is_none(), "{r}");
+        assert!(
+            r["ip4"]["ip"].as_str().unwrap().starts_with("10.23.0."),
+            "{r}"
+        );
+        assert_eq!(r["ip4"]["gateway"], "10.23.0.1");
+        assert_eq!(r["ip4"]["routes"], json!([{"dst": "0.0.0.0/0"}]));
+        assert!(r["ip6"]["ip"].as_str().unwrap().ends_with("/64"), "{r}");
+        assert_eq!(
+            r["ip6"]["routes"],
+            json!([{"dst": "fd00::/8", "gw": "fd00:23::1"}])
+        );
+        assert_eq!(r["dns"], json!({}));
+        call("DEL", &id, "eth0", &[], &conf.to_string()).quiet();
+    }
+    // Two range sets of one family have no place in ip4/ip6: refused, naming cniVersion.
+    let two_v4 = s.conf(
+        "0.2.0",
+        json!({"ranges": [[{"subnet": "10.24.0.0/24"}], [{"subnet": "10.25.0.0/24"}]]}),
+    );
+    let d = call("ADD", "old-x", "eth0", &[], &two_v4).err(7);
+    assert!(d.contains("cniVersion"), "{d}");
+    // CHECK needs 0.4.0: the message is a sentence naming both versions.
+    let out = call(
+        "CHECK",
+        "old-0",
+        "eth0",
+        &[],
+        &s.conf("0.2.0", ipam.clone()),
+    );
+    let d = out.err(1);
+    assert!(d.contains("CHECK needs cniVersion 0.4.0 or later"), "{d}");
+    assert_eq!(out.json()["cniVersion"], "0.2.0");
+}
+
+#[test]
+fn del_never_fails_over_the_version() {
+    let s = Scratch::new();
+    let conf = s.conf("1.0.0", small_range());
+    let ip = call("ADD", "v1", "eth0", &[], &conf).ip();
+    for version in ["9.9.9", "", "0.1.0"] {
+        call("DEL", "v1", "eth0", &[], &s.conf(version, small_range())).quiet();
+    }
+    // The first DEL freed it; the address is free for the next container.
+    let again = call(
+        "ADD",
+        "v2",
+        "eth0",
+        &[("CNI_ARGS", &format!("IP={ip}"))],
+        &conf,
+    );
+    assert_eq!(again.ip(), ip);
 }
 
 #[test]
@@ -245,8 +335,8 @@ fn config_errors_name_field_and_value() {
     )
     .err(6);
     assert!(d.contains("line 2") && d.contains("column"), "{d}");
-    let d = call("ADD", "c1", "eth0", &[], &s.conf("0.2.0", small_range())).err(1);
-    assert!(d.contains("0.2.0"), "{d}");
+    let d = call("ADD", "c1", "eth0", &[], &s.conf("0.5.0", small_range())).err(1);
+    assert!(d.contains("0.5.0") && d.contains("1.1.0"), "{d}");
     call("ADD", "c1", "eth0", &[], "").err(6);
     assert!(!s.data_dir().exists(), "a refused call created the store");
 }

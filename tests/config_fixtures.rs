@@ -70,7 +70,8 @@ fn original_single_range_with_etcd() {
         ipam.routes,
         vec![Route {
             dst: net("0.0.0.0/0"),
-            gw: None
+            gw: None,
+            attrs: Default::default()
         }]
     );
     assert_eq!(ipam.resolv_conf, path("/etc/resolv.conf"));
@@ -202,15 +203,18 @@ fn dual_stack_range_sets() {
         vec![
             Route {
                 dst: net("0.0.0.0/0"),
-                gw: None
+                gw: None,
+                attrs: Default::default()
             },
             Route {
                 dst: net("::/0"),
-                gw: Some(ip("fd00:10::1"))
+                gw: Some(ip("fd00:10::1")),
+                attrs: Default::default()
             },
             Route {
                 dst: net("192.168.0.0/16"),
-                gw: Some(ip("10.10.0.254"))
+                gw: Some(ip("10.10.0.254")),
+                attrs: Default::default()
             },
         ]
     );

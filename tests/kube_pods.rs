@@ -216,11 +216,6 @@ fn bad_annotations_are_error_7_naming_the_value_and_reserve_nothing() {
     let s = Scratch::new();
     let conf = network(&s, api.kubeconfig(), json!({}));
     let cases: &[(&[(&str, &str)], &str)] = &[
-        (
-            &[("kube-ipam.ip", "10.189.0.5")],
-            "not in any configured subnet",
-        ),
-        (&[("kube-ipam.ip", "10.188.0.50")], "dynamic range"),
         (&[("kube-ipam.ip", "10.188.0.1")], "gateway"),
         (&[("kube-ipam.ip", "10.188.0.300")], "10.188.0.300"),
         (
@@ -235,7 +230,7 @@ fn bad_annotations_are_error_7_naming_the_value_and_reserve_nothing() {
                 ("kube-ipam.ip", "10.188.0.216"),
                 ("kube-ipam.netmask", "24"),
             ],
-            "/24 differs from subnet 10.188.0.0/16",
+            "kube-ipam.netmask = /24: for 10.188.0.216 differs from subnet 10.188.0.0/16",
         ),
         (
             &[
@@ -528,4 +523,47 @@ fn gc_frees_exactly_the_leaks_on_the_embedded_store() {
 fn gc_frees_exactly_the_leaks_on_etcd() {
     let etcd = kube_ipam_etcd::testing::EtcdServer::start().expect("etcd");
     gc_scenario(json!({"etcdConfig": {"etcdURL": etcd.endpoint()}}));
+}
+
+#[test]
+fn one_annotation_serves_several_networks() {
+    let api = KubeApi::start().expect("stand-in API");
+    let uid = api.add_pod(
+        NS,
+        "multi",
+        &[
+            ("kube-ipam.ip", "10.188.0.216,10.200.0.9,fd00:188::9"),
+            ("kube-ipam.netmask", "16,24,64"),
+            ("kube-ipam.gateway", "10.188.0.1"),
+        ],
+    );
+    // net1: 10.188.0.0/16 takes 10.188.0.216, with the annotated gateway.
+    let s1 = Scratch::new();
+    let net1 = network(&s1, api.kubeconfig(), json!({}));
+    let r = pod_call("ADD", "ctr-m", "multi", &uid, "node-a", &net1).ok();
+    assert_eq!(addresses(&r), ["10.188.0.216/16"]);
+    assert_eq!(r["ips"][0]["gateway"], "10.188.0.1");
+    // net2: 10.200.0.0/24 takes 10.200.0.9; the gateway belongs to net1's address.
+    let s2 = Scratch::new();
+    let net2 = s2.conf(
+        "1.0.0",
+        json!({"subnet": "10.200.0.0/24", "kubeConfig": api.kubeconfig()}),
+    );
+    let r = pod_call("ADD", "ctr-m", "multi", &uid, "node-a", &net2).ok();
+    assert_eq!(addresses(&r), ["10.200.0.9/24"]);
+    assert_eq!(r["ips"][0]["gateway"], "10.200.0.1");
+    // net3: none of the addresses is in 10.210.0.0/24: a dynamic address.
+    let s3 = Scratch::new();
+    let net3 = s3.conf(
+        "1.0.0",
+        json!({"subnet": "10.210.0.0/24", "kubeConfig": api.kubeconfig()}),
+    );
+    let r = pod_call("ADD", "ctr-m", "multi", &uid, "node-a", &net3).ok();
+    let got = addresses(&r);
+    assert_eq!(got.len(), 1);
+    assert!(
+        got[0].starts_with("10.210.0.") && got[0].ends_with("/24"),
+        "{got:?}"
+    );
+    assert_eq!(held(&s3, &net3).len(), 1);
 }

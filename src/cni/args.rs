@@ -14,6 +14,10 @@ pub struct CniArgs {
     pub infra_container_id: Option<String>,
     /// `IP=`: one or more addresses, comma separated, each optionally with `/len`.
     pub ips: Vec<RequestedIp>,
+    /// Why the pod identity was dropped: a namespace, name or uid that is not a Kubernetes
+    /// name (podman sends container names such as `My_Web` as `K8S_POD_NAME`). The call goes
+    /// on without a pod: no lookup, no sticky binding.
+    pub not_a_pod: Option<String>,
 }
 
 impl CniArgs {
@@ -30,7 +34,10 @@ impl CniArgs {
             let k = k.trim();
             // Pod identity becomes store keys and API paths: only what Kubernetes allows.
             if let (Some(rule), Some(v)) = (identity_rule(k), &value) {
-                rule(v).map_err(|why| bad(raw, format!("{k}={v}: {why}")))?;
+                if let Err(why) = rule(v) {
+                    let shown: String = v.chars().take(256).collect();
+                    out.not_a_pod.get_or_insert(format!("{k}={shown:?}: {why}"));
+                }
             }
             match k {
                 "K8S_POD_NAMESPACE" => out.pod_namespace = value,
@@ -47,6 +54,11 @@ impl CniArgs {
                 }
                 _ => {}
             }
+        }
+        if out.not_a_pod.is_some() {
+            out.pod_namespace = None;
+            out.pod_name = None;
+            out.pod_uid = None;
         }
         Ok(out)
     }
@@ -157,18 +169,28 @@ mod tests {
     }
 
     #[test]
-    fn pod_identity_must_be_a_kubernetes_name() {
+    fn a_pod_identity_that_is_no_kubernetes_name_means_no_pod() {
         for bad in [
             "K8S_POD_NAME=../../x",
             "K8S_POD_NAME=a/b",
             "K8S_POD_NAME=Web",
+            "K8S_POD_NAME=My_Web",
             "K8S_POD_NAME=-a",
             "K8S_POD_NAMESPACE=a.b",
             "K8S_POD_UID=u/1",
         ] {
-            let e = CniArgs::parse(bad).unwrap_err();
-            assert_eq!(e.code(), 4, "{bad}");
-            assert!(e.to_string().contains(bad), "{e}");
+            let a = CniArgs::parse(&format!(
+                "K8S_POD_NAMESPACE=default;K8S_POD_NAME=web;K8S_POD_UID=u1;{bad}"
+            ))
+            .unwrap();
+            assert_eq!(
+                (a.pod_namespace, a.pod_name, a.pod_uid),
+                (None, None, None),
+                "{bad}"
+            );
+            let why = a.not_a_pod.unwrap_or_default();
+            let (k, _) = bad.split_once('=').unwrap();
+            assert!(why.contains(k), "{why}");
         }
         let a = CniArgs::parse("K8S_POD_NAME=web-0.x;K8S_POD_NAMESPACE=kube-system").unwrap();
         assert_eq!(a.pod_name.as_deref(), Some("web-0.x"));

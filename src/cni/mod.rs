@@ -18,7 +18,7 @@ use crate::pod::kube::KubeDirectory;
 use crate::pod::{self, annotations, PodDirectory};
 use crate::{dns, stores, Error, Result};
 use env::{Command, Env};
-use version::{Version, LATEST, SUPPORTED};
+use version::{Version, LATEST, SUPPORTED, UNVERSIONED};
 
 /// What the process prints on stdout and exits with.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,7 +55,7 @@ pub async fn run(vars: &HashMap<String, String>, stdin: &[u8]) -> Reply {
     let env = match Env::from_vars(vars) {
         Ok(env) => env,
         Err(e) => {
-            crate::log::init_default();
+            crate::log::init_from_raw(stdin);
             tracing::error!(error = %e, "rejected call");
             return Reply::err(&caller_version(stdin), &e);
         }
@@ -68,7 +68,7 @@ pub async fn run(vars: &HashMap<String, String>, stdin: &[u8]) -> Reply {
     let conf = match config::parse(stdin) {
         Ok(c) => c,
         Err(e) => {
-            crate::log::init_default();
+            crate::log::init_from_raw(stdin);
             tracing::error!(command = env.command.as_str(), container = %env.container_id, error = %e, "invalid network config");
             return Reply::err(&caller_version(stdin), &e);
         }
@@ -89,7 +89,7 @@ pub async fn run(vars: &HashMap<String, String>, stdin: &[u8]) -> Reply {
                 pod = %pod_label(&env),
                 code = e.code(),
                 error = %e,
-                elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
+                elapsed_ms = elapsed_ms(started),
                 "failed"
             );
             Reply::err(&conf.cni_version, &e)
@@ -100,15 +100,42 @@ pub async fn run(vars: &HashMap<String, String>, stdin: &[u8]) -> Reply {
 /// The error's cniVersion echoes the caller's when it can be read at all. Only failed calls
 /// need it, so the success path decodes stdin once.
 fn caller_version(stdin: &[u8]) -> String {
-    serde_json::from_slice::<Value>(stdin)
-        .ok()
-        .and_then(|v| {
-            v.get("cniVersion")
-                .and_then(Value::as_str)
-                .map(str::to_owned)
-        })
-        .filter(|v| SUPPORTED.contains(&v.as_str()))
-        .unwrap_or_else(|| LATEST.to_owned())
+    let Ok(doc) = serde_json::from_slice::<Value>(stdin) else {
+        return LATEST.to_owned();
+    };
+    match doc.get("cniVersion") {
+        None | Some(Value::Null) => UNVERSIONED.to_owned(),
+        Some(Value::String(v)) if v.is_empty() => UNVERSIONED.to_owned(),
+        Some(Value::String(v)) if SUPPORTED.contains(&v.as_str()) => v.clone(),
+        Some(_) => LATEST.to_owned(),
+    }
+}
+
+/// A 0.1.0 or 0.2.0 result has one `ip4` and one `ip6`; a second range set of a family has
+/// nowhere to go (host-local refuses such configs the same way).
+fn one_address_per_family(conf: &NetConf) -> Result<()> {
+    let mut seen = [false, false];
+    for set in &conf.ipam.range_sets {
+        let Some(r) = set.ranges.first() else {
+            continue;
+        };
+        let f = usize::from(r.subnet.addr().is_ipv6());
+        if seen[f] {
+            return Err(Error::config(
+                "cniVersion",
+                format!("{:?}", conf.cni_version),
+                "answers one address per family, but ipam.ranges has two range sets of one \
+                 family: use cniVersion 0.3.0 or later",
+            ));
+        }
+        seen[f] = true;
+    }
+    Ok(())
+}
+
+/// Milliseconds to a tenth: finer digits are noise, and they made log lines hard to scan.
+fn elapsed_ms(started: Instant) -> f64 {
+    (started.elapsed().as_secs_f64() * 1e4).round() / 10.0
 }
 
 fn pod_label(env: &Env) -> String {
@@ -119,21 +146,37 @@ fn pod_label(env: &Env) -> String {
 }
 
 async fn dispatch(env: &Env, conf: &NetConf) -> Result<Option<Value>> {
-    let version = Version::parse(&conf.cni_version)?;
-    let gate = |ok: bool| {
-        if ok {
-            Ok(())
-        } else {
-            Err(Error::IncompatibleVersion {
-                version: conf.cni_version.clone(),
-                supported: format!("{} needs a newer cniVersion", env.command.as_str()),
-            })
+    if let Some(why) = &env.args.not_a_pod {
+        tracing::warn!(
+            command = env.command.as_str(),
+            container = %env.container_id,
+            reason = %why,
+            "CNI_ARGS name no Kubernetes pod: no lookup and no sticky binding for this call"
+        );
+    }
+    let version = match Version::parse(&conf.cni_version) {
+        Ok(v) => v,
+        // A teardown that can never succeed blocks the pod's removal for good, and DEL
+        // prints nothing whose shape the version would decide.
+        Err(e) if env.command == Command::Del => {
+            tracing::warn!(version = %conf.cni_version, error = %e, "DEL of an unsupported cniVersion goes ahead");
+            Version::parse(LATEST)?
         }
+        Err(e) => return Err(e),
     };
-    match env.command {
-        Command::Check => gate(version.has_check())?,
-        Command::Gc | Command::Status => gate(version.has_gc_and_status())?,
-        _ => {}
+    let needs = match env.command {
+        Command::Check if !version.has_check() => Some("0.4.0"),
+        Command::Gc | Command::Status if !version.has_gc_and_status() => Some("1.1.0"),
+        _ => None,
+    };
+    if let Some(needs) = needs {
+        return Err(Error::IncompatibleVersion {
+            version: conf.cni_version.clone(),
+            reason: format!("{} needs cniVersion {needs} or later", env.command.as_str()),
+        });
+    }
+    if env.command == Command::Add && version.per_family_result() {
+        one_address_per_family(conf)?;
     }
     let started = Instant::now();
     // Who asks is settled before the store is opened: a call the API cannot vouch for holds
@@ -166,7 +209,7 @@ async fn dispatch(env: &Env, conf: &NetConf) -> Result<Option<Value>> {
         ifname = %env.ifname,
         pod = %pod_label(env),
         addresses = %out.1,
-        elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
+        elapsed_ms = elapsed_ms(started),
         "done"
     );
     Ok(out.0)
@@ -186,7 +229,8 @@ async fn verb<S: LeaseStore>(
                 Some(a) => a.request(env, conf)?,
                 None => return Err(Error::Internal("ADD without a resolved caller".into())),
             };
-            let att = alloc.add(&req).await?;
+            // Whatever can refuse the call runs before the claim commits: a refused ADD
+            // writes nothing.
             let dns = match &conf.ipam.resolv_conf {
                 Some(path) => {
                     dns::parse_resolv_conf(&std::fs::read_to_string(path).map_err(|e| {
@@ -198,6 +242,7 @@ async fn verb<S: LeaseStore>(
                 }
                 None => dns::Dns::default(),
             };
+            let att = alloc.add(&req).await?;
             let summary = addresses(&att);
             Ok((
                 Some(result::add_result(version, &att, &conf.ipam.routes, &dns)),
@@ -278,23 +323,13 @@ impl Asker {
         Ok(asker)
     }
 
-    /// Addresses asked for by name: the first source that names any wins, in the order
-    /// runtimeConfig, args, CNI_ARGS, pod annotations.
+    /// Addresses asked for by name: every runtime source together (as host-local reads
+    /// them), else the pod's annotations.
     fn request(self, env: &Env, conf: &NetConf) -> Result<AddRequest> {
         let mut wanted = wanted(env, conf);
         let sticky = if wanted.is_empty() {
             let intent = annotations::parse(&self.annotations)?;
-            let ip_field = format!("pod annotation {}", annotations::IP);
-            let gw_field = format!("pod annotation {}", annotations::GATEWAY);
-            wanted = intent
-                .ips
-                .into_iter()
-                .map(|(ip, gw)| Wanted {
-                    source: ip_field.clone(),
-                    ip,
-                    gateway: gw.map(|g| (gw_field.clone(), g)),
-                })
-                .collect();
+            wanted = annotated(intent.ips, &self.annotations, conf);
             intent.sticky
         } else {
             annotations::sticky(&self.annotations)?
@@ -305,6 +340,51 @@ impl Asker {
             sticky: sticky || conf.ipam.sticky_ips,
         })
     }
+}
+
+/// The annotated addresses that belong to this network. One pod annotation may serve several
+/// networks (Multus attachments): each takes the addresses in its own subnets, and a gateway
+/// that lies in none of them belongs to another network's address of that family.
+fn annotated(
+    ips: Vec<(config::RequestedIp, Option<std::net::IpAddr>)>,
+    raw: &BTreeMap<String, String>,
+    conf: &NetConf,
+) -> Vec<Wanted> {
+    let subnets: Vec<ipnet::IpNet> = conf
+        .ipam
+        .range_sets
+        .iter()
+        .flat_map(|s| s.ranges.iter().map(|r| r.subnet))
+        .collect();
+    let ours = |a: &std::net::IpAddr| subnets.iter().any(|n| n.contains(a));
+    let (mine, others): (Vec<_>, Vec<_>) = ips.into_iter().partition(|(ip, _)| ours(&ip.address));
+    if !others.is_empty() {
+        tracing::debug!(
+            others = %others.iter().map(|(ip, _)| ip.address.to_string()).collect::<Vec<_>>().join(","),
+            "annotated addresses outside this network's subnets are left to other networks"
+        );
+    }
+    let ip_field = format!("pod annotation {}", annotations::IP);
+    let gw_field = format!("pod annotation {}", annotations::GATEWAY);
+    let mask_field = if raw.contains_key(annotations::NETMASK) {
+        format!("pod annotation {}", annotations::NETMASK)
+    } else {
+        ip_field.clone()
+    };
+    mine.into_iter()
+        .map(|(ip, gw)| {
+            let shared_family = others
+                .iter()
+                .any(|(o, _)| o.address.is_ipv4() == ip.address.is_ipv4());
+            let gw = gw.filter(|g| !shared_family || ours(g));
+            Wanted {
+                source: ip_field.clone(),
+                ip,
+                mask_source: Some(mask_field.clone()),
+                gateway: gw.map(|g| (gw_field.clone(), g)),
+            }
+        })
+        .collect()
 }
 
 fn holder(env: &Env) -> Holder {
@@ -325,27 +405,25 @@ fn holder(env: &Env) -> Holder {
     }
 }
 
-/// Addresses named by the runtime: the first source that names any wins, in the order
-/// runtimeConfig, args, CNI_ARGS.
+/// Addresses named by the runtime, from every source as host-local takes them: CNI_ARGS
+/// `IP=`, `args.cni.ips`, `runtimeConfig.ips`. The engine counts a repeated address once.
 fn wanted(env: &Env, conf: &NetConf) -> Vec<Wanted> {
     let sources = [
-        ("runtimeConfig.ips", &conf.runtime_ips),
-        ("args.cni.ips", &conf.args_ips),
         ("CNI_ARGS IP", &env.args.ips),
+        ("args.cni.ips", &conf.args_ips),
+        ("runtimeConfig.ips", &conf.runtime_ips),
     ];
     sources
         .into_iter()
-        .find(|(_, ips)| !ips.is_empty())
-        .map(|(source, ips)| {
-            ips.iter()
-                .map(|ip| Wanted {
-                    source: source.to_owned(),
-                    ip: *ip,
-                    gateway: None,
-                })
-                .collect()
+        .flat_map(|(source, ips)| {
+            ips.iter().map(move |ip| Wanted {
+                source: source.to_owned(),
+                ip: *ip,
+                mask_source: None,
+                gateway: None,
+            })
         })
-        .unwrap_or_default()
+        .collect()
 }
 
 fn addresses(att: &kube_ipam_store::Attachment) -> String {

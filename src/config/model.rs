@@ -91,6 +91,17 @@ pub struct Range {
 pub struct Route {
     pub dst: IpNet,
     pub gw: Option<IpAddr>,
+    pub attrs: RouteAttrs,
+}
+
+/// The route fields CNI 1.1.0 added; answered only to callers of 1.1.0 and later.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RouteAttrs {
+    pub mtu: Option<u32>,
+    pub advmss: Option<u32>,
+    pub priority: Option<u32>,
+    pub table: Option<u32>,
+    pub scope: Option<u8>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

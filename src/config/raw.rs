@@ -93,7 +93,7 @@ pub(crate) struct RawRange {
 }
 
 impl RawRange {
-    /// The keys in the order of `validate::RANGE_KEYS`.
+    /// subnet, rangeStart, rangeEnd, gateway, fixedStart, fixedEnd.
     pub fn values(&self) -> [&Option<String>; 6] {
         [
             &self.subnet,
@@ -110,6 +110,11 @@ impl RawRange {
 pub(crate) struct RawRoute {
     pub dst: Option<String>,
     pub gw: Option<String>,
+    pub mtu: Option<u32>,
+    pub advmss: Option<u32>,
+    pub priority: Option<u32>,
+    pub table: Option<u32>,
+    pub scope: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -138,6 +143,9 @@ pub(crate) struct RawEtcd {
 #[derive(Debug, Default, Deserialize)]
 pub(crate) struct RawRuntimeConfig {
     pub ips: Option<Vec<String>>,
+    /// The `ipRanges` capability: range sets that come before the configured ones.
+    #[serde(rename = "ipRanges")]
+    pub ip_ranges: Option<Vec<Vec<RawRange>>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -183,9 +183,15 @@ fn null_means_unset() {
 // --- top level ------------------------------------------------------------------------------
 
 #[test]
-fn cni_version_is_required() {
-    invalid(&top(json!({"cniVersion": null})), "cniVersion", "(none)");
-    invalid(&top(json!({"cniVersion": ""})), "cniVersion", "(none)");
+fn absent_or_empty_cni_version_is_0_1_0() {
+    for v in [json!(null), json!("")] {
+        let c = parse(&top(json!({ "cniVersion": v }))).unwrap();
+        assert_eq!(c.cni_version, "0.1.0");
+    }
+    let mut doc: serde_json::Value = serde_json::from_slice(&top(json!({}))).unwrap();
+    doc.as_object_mut().unwrap().remove("cniVersion");
+    let c = parse(&serde_json::to_vec(&doc).unwrap()).unwrap();
+    assert_eq!(c.cni_version, "0.1.0");
 }
 
 #[test]
@@ -194,6 +200,11 @@ fn name_is_required_and_limited_to_key_safe_characters() {
     let msg = invalid(&top(json!({"name": "k8s/pod net"})), "name", "k8s/pod net");
     assert!(msg.contains("[A-Za-z0-9_.-]"), "{msg}");
     invalid(&top(json!({"name": ".."})), "name", "\"..\"");
+    // As libcni and host-local: the first character is a letter or a digit.
+    for bad in ["-net", "_net", ".net"] {
+        let msg = invalid(&top(json!({ "name": bad })), "name", bad);
+        assert!(msg.contains("start with a letter or digit"), "{msg}");
+    }
     assert!(parse(&top(json!({"name": "k8s-pod_network.v2"}))).is_ok());
 }
 
@@ -455,15 +466,38 @@ fn one_range_set_holds_one_family() {
 }
 
 #[test]
-fn single_range_keys_and_ranges_are_exclusive() {
-    let msg = invalid(
-        &conf(json!({"ranges": [[{"subnet": "10.1.0.0/24"}]]})),
-        "ipam.subnet",
-        "10.188.0.0/16",
+fn single_range_keys_come_first_then_ranges_as_in_host_local() {
+    let c = parse(&conf(json!({"ranges": [[{"subnet": "10.1.0.0/24"}]]}))).unwrap();
+    let subnets: Vec<String> = c
+        .ipam
+        .range_sets
+        .iter()
+        .map(|s| s.ranges[0].subnet.to_string())
+        .collect();
+    assert_eq!(subnets, ["10.188.0.0/16", "10.1.0.0/24"]);
+    // Overlapping sets are refused, whatever form each came in.
+    invalid(
+        &conf(json!({"ranges": [[{"subnet": "10.188.5.0/24"}]]})),
+        "ipam.ranges[0][0].rangeStart",
+        "10.188.5",
     );
-    assert!(msg.contains("ranges"), "{msg}");
-    let errs = check(&conf(json!({"ranges": [[{"subnet": "10.1.0.0/24"}]]})));
-    assert_eq!(errs.len(), 4, "one per single-range key: {errs:?}");
+}
+
+#[test]
+fn ip_ranges_capability_comes_before_the_configured_ranges() {
+    let stdin = top(json!({
+        "runtimeConfig": {"ipRanges": [[{"subnet": "10.7.0.0/24", "rangeStart": "10.7.0.10"}]]}
+    }));
+    let c = parse(&stdin).unwrap();
+    let first = &c.ipam.range_sets[0].ranges[0];
+    assert_eq!(first.subnet.to_string(), "10.7.0.0/24");
+    assert_eq!(first.range_start, ip("10.7.0.10"));
+    assert_eq!(c.ipam.range_sets.len(), 2);
+    invalid(
+        &top(json!({"runtimeConfig": {"ipRanges": [[{"subnet": "10.7.0.1/24"}]]}})),
+        "runtimeConfig.ipRanges[0][0].subnet",
+        "10.7.0.1/24",
+    );
 }
 
 #[test]
@@ -720,7 +754,6 @@ fn gc_attachment_lists() {
 fn check_reports_every_problem() {
     let stdin = top(json!({
         "name": "bad/name",
-        "cniVersion": null,
         "ipam": {
             "type": "kube-ipam",
             "subnet": "10.0.0.1/24",
@@ -732,10 +765,9 @@ fn check_reports_every_problem() {
     }));
     let errs = check(&stdin);
     let text: Vec<String> = errs.iter().map(ToString::to_string).collect();
-    assert_eq!(errs.len(), 7, "{text:#?}");
+    assert_eq!(errs.len(), 6, "{text:#?}");
     assert!(errs.iter().all(|e| e.code() == code::INVALID_CONFIG));
     for needle in [
-        "cniVersion",
         "bad/name",
         "10.0.0.1/24",
         "routes[0].dst",

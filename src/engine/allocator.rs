@@ -24,6 +24,9 @@ pub(super) const MAX_RELEASE_ATTEMPTS: u32 = 8;
 pub struct Wanted {
     pub source: String,
     pub ip: RequestedIp,
+    /// Where a prefix length that must match the subnet came from (a pod's netmask). Runtime
+    /// requests carry none: their prefix length is ignored, as host-local ignores it.
+    pub mask_source: Option<String>,
     /// A gateway asked for with it (pod annotation), and where that came from.
     pub gateway: Option<(String, IpAddr)>,
 }

@@ -1,6 +1,5 @@
 //! ADD: planning the addresses a request gets and claiming them, named or dynamic.
 
-use std::collections::HashSet;
 use std::net::IpAddr;
 use std::time::Duration;
 
@@ -32,7 +31,7 @@ impl<S: LeaseStore> Allocator<S> {
                 .attachment(&req.holder.container_id, &req.holder.ifname)
                 .await?
             {
-                return Ok(existing);
+                return repeat(existing, req, &choices);
             }
             let binding = match sticky_pod {
                 Some(p) => self.binding(p).await?,
@@ -203,17 +202,25 @@ impl<S: LeaseStore> Allocator<S> {
     }
 
     /// Matches every wanted address to a range set; sets without one get a dynamic address.
+    /// The same address asked for twice counts once (podman repeats them).
     fn plan(&self, req: &AddRequest) -> Result<Vec<Choice>> {
         let mut choices = vec![Choice::Dynamic; self.sets.len()];
-        let mut set_taken = HashSet::new();
+        let mut set_taken: Vec<Option<IpAddr>> = vec![None; self.sets.len()];
         for w in &req.wanted {
             let (set, pool) = self.locate_fixed(w)?;
-            if !set_taken.insert(set) {
-                return Err(Error::config(
-                    &w.source,
-                    w.ip.address,
-                    "a second address for the same range set; one address is given per range set",
-                ));
+            match set_taken[set] {
+                Some(first) if first == w.ip.address => continue,
+                Some(first) => {
+                    return Err(Error::config(
+                        &w.source,
+                        w.ip.address,
+                        format!(
+                            "is a second address for the range set of {first}; one address \
+                             is given per range set"
+                        ),
+                    ))
+                }
+                None => set_taken[set] = Some(w.ip.address),
             }
             choices[set] = Choice::Fixed {
                 pool,
@@ -224,7 +231,9 @@ impl<S: LeaseStore> Allocator<S> {
         Ok(choices)
     }
 
-    /// Finds the range of a wanted address and checks it may be handed out by name.
+    /// Finds the range of a wanted address and checks it may be handed out by name: anywhere
+    /// in the subnet but its network, broadcast and gateway addresses, and, where the range
+    /// declares a fixed zone, in that zone or the dynamic range.
     fn locate_fixed(&self, w: &Wanted) -> Result<(usize, usize)> {
         let addr = w.ip.address;
         let v = to_u128(addr);
@@ -235,11 +244,16 @@ impl<S: LeaseStore> Allocator<S> {
                     continue;
                 }
                 let bad = |why: String| Err(Error::config(&w.source, addr, why));
-                if let Some(len) = w.ip.prefix_len {
+                if let (Some(len), Some(mask_source)) = (w.ip.prefix_len, &w.mask_source) {
                     if len != r.subnet.prefix_len() {
-                        return bad(format!(
-                            "prefix length /{len} differs from subnet {}",
-                            r.subnet
+                        return Err(Error::config(
+                            mask_source,
+                            format!("/{len}"),
+                            format!(
+                                "for {addr} differs from subnet {}; leave it out or give /{}",
+                                r.subnet,
+                                r.subnet.prefix_len()
+                            ),
                         ));
                     }
                 }
@@ -252,15 +266,13 @@ impl<S: LeaseStore> Allocator<S> {
                 if r.gateway == Some(addr) {
                     return bad(format!("is the gateway of {}", r.subnet));
                 }
-                if v >= pool.start && v <= pool.end {
-                    return bad(format!(
-                        "lies in the dynamic range {}-{}; fixed addresses must lie outside it",
-                        r.range_start, r.range_end
-                    ));
-                }
+                let in_dynamic = v >= pool.start && v <= pool.end;
                 if let Some((fs, fe)) = r.fixed {
-                    if v < to_u128(fs) || v > to_u128(fe) {
-                        return bad(format!("lies outside the fixed zone {fs}-{fe}"));
+                    if !in_dynamic && (v < to_u128(fs) || v > to_u128(fe)) {
+                        return bad(format!(
+                            "lies outside the fixed zone {fs}-{fe} and the dynamic range {}-{}",
+                            r.range_start, r.range_end
+                        ));
                     }
                 }
                 if let Some((source, gw)) = &w.gateway {
@@ -381,4 +393,34 @@ impl<S: LeaseStore> Allocator<S> {
             size: set.iter().map(Pool::size).sum(),
         })
     }
+}
+
+/// A repeated ADD gets what the attachment already holds, as long as it asks for nothing
+/// else: answering with other addresses than the ones asked for would be a silent lie.
+fn repeat(existing: Attachment, req: &AddRequest, choices: &[Choice]) -> Result<Attachment> {
+    for choice in choices {
+        let Choice::Fixed { addr, .. } = choice else {
+            continue;
+        };
+        if existing.ips.iter().any(|i| i.address == *addr) {
+            continue;
+        }
+        let source = req
+            .wanted
+            .iter()
+            .find(|w| w.ip.address == *addr)
+            .map_or("requested address", |w| w.source.as_str());
+        let held: Vec<String> = existing.ips.iter().map(|i| i.address.to_string()).collect();
+        return Err(Error::config(
+            source,
+            addr,
+            format!(
+                "container {} ({}) already holds {}; DEL it before asking for another address",
+                req.holder.container_id,
+                req.holder.ifname,
+                held.join(", ")
+            ),
+        ));
+    }
+    Ok(existing)
 }

@@ -54,7 +54,8 @@ impl<S: LeaseStore> Allocator<S> {
             .collect()
     }
 
-    /// CHECK: the attachment holds exactly `expected` and every record still names it.
+    /// CHECK: every address the attachment holds is in `expected` (prevResult) and its
+    /// record still names the attachment.
     pub async fn check(&self, holder: &Holder, expected: &[IpAddr]) -> Result<()> {
         let Some((att, _)) = self
             .attachment(&holder.container_id, &holder.ifname)
@@ -78,13 +79,16 @@ impl<S: LeaseStore> Allocator<S> {
                 )));
             }
         }
-        let mut have: Vec<IpAddr> = att.ips.iter().map(|i| i.address).collect();
-        let mut want = expected.to_vec();
-        have.sort();
-        want.sort();
-        if have != want {
+        // prevResult is the whole chain's result: addresses other plugins added are theirs.
+        let missing: Vec<IpAddr> = att
+            .ips
+            .iter()
+            .map(|i| i.address)
+            .filter(|a| !expected.contains(a))
+            .collect();
+        if !missing.is_empty() {
             return Err(Error::CheckMismatch(format!(
-                "container {} holds {have:?}, prevResult says {want:?}",
+                "container {} holds {missing:?}, which prevResult does not list (it lists {expected:?})",
                 holder.container_id
             )));
         }

@@ -84,6 +84,7 @@ fn fixed(container: &str, pod: &str, uid: &str, addr: &str, gw: Option<&str>) ->
                 address: ip(addr),
                 prefix_len: Some(16),
             },
+            mask_source: Some("pod annotation kube-ipam.netmask".into()),
             gateway: gw.map(|g| ("pod annotation kube-ipam.gateway".into(), ip(g))),
         }],
         sticky: false,

@@ -156,19 +156,43 @@ impl<S: LeaseStore> Allocator<S> {
         )))
     }
 
-    /// Releases every attachment not in `valid`; returns what was freed.
+    /// Releases every attachment not in `valid`. Goes on past records it cannot read or
+    /// release, as the spec asks of GC (remove as much as possible), and reports them after:
+    /// `Ok` carries what was freed, `Err` also lists what was not.
     pub async fn gc(&self, valid: &[AttachmentRef]) -> Result<Vec<Attachment>> {
         let keep: HashSet<(&str, &str)> = valid
             .iter()
             .map(|a| (a.container_id.as_str(), a.ifname.as_str()))
             .collect();
+        let (from, to) = self.keys.owners();
         let mut freed = Vec::new();
-        for (att, rev) in self.attachments().await? {
+        let mut failed: Vec<Error> = Vec::new();
+        for e in self.store.range(&from, &to, 0).await? {
+            let att: Attachment = match decode(&e.key, &e.value) {
+                Ok(a) => a,
+                Err(err) => {
+                    failed.push(err.into());
+                    continue;
+                }
+            };
             let id = (att.holder.container_id.as_str(), att.holder.ifname.as_str());
-            if !keep.contains(&id) && self.release_seen(&att, rev, Release::Park).await? {
-                freed.push(att);
+            if keep.contains(&id) {
+                continue;
+            }
+            match self.release_seen(&att, e.revision, Release::Park).await {
+                Ok(true) => freed.push(att),
+                // Changed since it was read: its own DEL or ADD is under way.
+                Ok(false) => {}
+                Err(err) => failed.push(err),
             }
         }
-        Ok(freed)
+        if failed.is_empty() {
+            return Ok(freed);
+        }
+        Err(Error::Incomplete {
+            code: failed[0].code(),
+            done: format!("GC released {} attachments", freed.len()),
+            failed: failed.iter().map(ToString::to_string).collect(),
+        })
     }
 }

@@ -147,6 +147,7 @@ fn fixed_addresses_are_checked_and_reserved() {
                 address: ip(s),
                 prefix_len: None,
             },
+            mask_source: None,
             gateway: None,
         }],
         sticky: false,
@@ -159,7 +160,6 @@ fn fixed_addresses_are_checked_and_reserved() {
         assert_eq!(busy.code(), 11);
         assert!(busy.to_string().contains("container c1"), "{busy}");
         for (addr, why) in [
-            ("10.188.1.5", "dynamic range"),
             ("10.188.0.5", "fixed zone"),
             ("10.188.0.1", "gateway"),
             ("10.189.0.5", "not in any configured subnet"),
@@ -174,6 +174,13 @@ fn fixed_addresses_are_checked_and_reserved() {
         }
         // Nothing was reserved by the refused requests.
         assert_eq!(a.attachments().await.unwrap().len(), 1);
+        // Inside the dynamic range is fine too (host-local and CONVENTIONS.md), and the
+        // address is then taken for everyone.
+        let att = a.add(&want(4, "10.188.1.5")).await.unwrap();
+        assert_eq!(att.ips[0].address, ip("10.188.1.5"));
+        let busy = a.add(&want(5, "10.188.1.5")).await.unwrap_err();
+        assert_eq!(busy.code(), 11, "{busy}");
+        a.release("c4", "eth0").await.unwrap();
         a.release("c1", "eth0").await.unwrap();
         assert_eq!(
             a.add(&want(2, "10.188.0.216")).await.unwrap().ips[0].address,
@@ -347,5 +354,71 @@ fn verify_finds_records_without_owners_and_owners_without_records() {
         assert!(problems.iter().any(
             |p| p.contains(&att.ips[0].address.to_string()) && p.contains("no address record")
         ));
+    });
+}
+
+#[test]
+fn requests_as_host_local_reads_them() {
+    let conf = ipam(vec![vec![range(
+        "10.188.0.0/16",
+        "10.188.1.0",
+        "10.188.1.254",
+        None,
+        None,
+    )]]);
+    let a = Allocator::new(MemoryStore::new(), Keys::new("/k", "n"), &conf);
+    let w = |s: &str, len: Option<u8>| Wanted {
+        source: "runtimeConfig.ips".into(),
+        ip: RequestedIp {
+            address: ip(s),
+            prefix_len: len,
+        },
+        mask_source: None,
+        gateway: None,
+    };
+    let req = |i: usize, wanted: Vec<Wanted>| AddRequest {
+        holder: holder(i),
+        wanted,
+        sticky: false,
+    };
+    rt().block_on(async {
+        // Anywhere in the subnet without a fixed zone; the same address twice counts once; a
+        // prefix length that differs from the subnet's is ignored.
+        let att = a
+            .add(&req(
+                1,
+                vec![w("10.188.7.7", Some(24)), w("10.188.7.7", None)],
+            ))
+            .await
+            .unwrap();
+        assert_eq!(att.ips.len(), 1);
+        assert_eq!(att.ips[0].address, ip("10.188.7.7"));
+        assert_eq!(att.ips[0].prefix_len, 16);
+        // The same ADD again gets the same answer; asking for another address is an error
+        // naming both, and changes nothing.
+        assert_eq!(
+            a.add(&req(1, vec![w("10.188.7.7", None)])).await.unwrap(),
+            att
+        );
+        assert_eq!(a.add(&req(1, vec![])).await.unwrap(), att);
+        let e = a
+            .add(&req(1, vec![w("10.188.7.8", None)]))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), 7);
+        let text = e.to_string();
+        assert!(
+            text.contains("10.188.7.8") && text.contains("10.188.7.7"),
+            "{text}"
+        );
+        assert_eq!(a.attachments().await.unwrap().len(), 1);
+        // Two different addresses for one range set cannot both be given.
+        let e = a
+            .add(&req(2, vec![w("10.188.7.9", None), w("10.188.7.10", None)]))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), 7);
+        assert!(e.to_string().contains("second address"), "{e}");
+        assert_eq!(a.attachments().await.unwrap().len(), 1);
     });
 }

@@ -12,7 +12,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::model::{IpamConf, NetConf};
-use super::raw::{RawIpam, RawNetConf};
+use super::raw::{RawIpam, RawNetConf, RawRange};
 use crate::error::Error;
 
 mod etcd;
@@ -41,16 +41,6 @@ pub(super) const MAX_TIMEOUT_SECS: f64 = 3600.0;
 
 /// Shown as the value of a key that is missing.
 pub(super) const NONE: &str = "(none)";
-
-/// The single-range keys of the `ipam` block, in the order users write them.
-pub(super) const RANGE_KEYS: [&str; 6] = [
-    "subnet",
-    "rangeStart",
-    "rangeEnd",
-    "gateway",
-    "fixedStart",
-    "fixedEnd",
-];
 
 #[derive(Default)]
 pub(super) struct Errors(Vec<Error>);
@@ -91,16 +81,20 @@ impl<T: Copy> Field<T> {
 pub(crate) fn validate(raw: RawNetConf, doc: &Value) -> Result<NetConf, Vec<Error>> {
     let mut errs = Errors::default();
 
-    let cni_version = match nonempty(&raw.cni_version) {
-        Some(v) => v.to_owned(),
-        None => {
-            errs.push("cniVersion", NONE, "is required");
-            String::new()
-        }
-    };
+    // libcni and host-local read an absent or empty version as 0.1.0; Multus delegates arrive
+    // that way, and a teardown must never fail over it.
+    let cni_version = nonempty(&raw.cni_version)
+        .unwrap_or(crate::cni::version::UNVERSIONED)
+        .to_owned();
     let name = network_name(raw.name.as_deref(), &mut errs);
     let ipam = match &raw.ipam {
-        Some(ipam) => Some(ipam_conf(ipam, &mut errs)),
+        Some(ipam) => {
+            let runtime_ranges = raw
+                .runtime_config
+                .as_ref()
+                .and_then(|r| r.ip_ranges.as_deref());
+            Some(ipam_conf(ipam, runtime_ranges, &mut errs))
+        }
         None => {
             errs.push(
                 "ipam",
@@ -146,30 +140,31 @@ pub(crate) fn validate(raw: RawNetConf, doc: &Value) -> Result<NetConf, Vec<Erro
 }
 
 /// The name becomes a store key segment and a directory name, so it must not be able to
-/// climb out of either.
+/// climb out of either; the rule is libcni's and host-local's (`^[A-Za-z0-9][A-Za-z0-9_.-]*$`),
+/// so a name one of them refuses is refused here too.
 fn network_name(name: Option<&str>, errs: &mut Errors) -> String {
     let Some(name) = name.filter(|n| !n.is_empty()) else {
         errs.push("name", NONE, "is required");
         return String::new();
     };
     let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-');
-    if !name.chars().all(allowed) {
+    let first_ok = name.starts_with(|c: char| c.is_ascii_alphanumeric());
+    if !first_ok || !name.chars().all(allowed) {
         errs.push(
             "name",
             format!("{name:?}"),
-            "must match ^[A-Za-z0-9_.-]+$: it becomes part of store keys and paths",
-        );
-    } else if name == "." || name == ".." {
-        errs.push(
-            "name",
-            format!("{name:?}"),
-            "must not be . or ..: it becomes a directory name",
+            "must match ^[A-Za-z0-9][A-Za-z0-9_.-]*$ (start with a letter or digit): it becomes \
+             part of store keys and paths",
         );
     }
     name.to_owned()
 }
 
-fn ipam_conf(ipam: &RawIpam, errs: &mut Errors) -> IpamConf {
+fn ipam_conf(
+    ipam: &RawIpam,
+    runtime_ranges: Option<&[Vec<RawRange>]>,
+    errs: &mut Errors,
+) -> IpamConf {
     let ipam_type = match nonempty(&ipam.ipam_type) {
         Some(t) => t.to_owned(),
         None => {
@@ -177,7 +172,7 @@ fn ipam_conf(ipam: &RawIpam, errs: &mut Errors) -> IpamConf {
             String::new()
         }
     };
-    let range_sets = range_sets(ipam, errs);
+    let range_sets = range_sets(ipam, runtime_ranges, errs);
     let routes = ipam
         .routes
         .iter()

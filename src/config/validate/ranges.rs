@@ -5,7 +5,7 @@ use std::str::FromStr;
 
 use ipnet::IpNet;
 
-use super::{address, nonempty, Errors, Field, NONE, RANGE_KEYS};
+use super::{address, nonempty, Errors, Field, NONE};
 use crate::config::model::{Range, RangeSet};
 use crate::config::raw::{RawIpam, RawRange};
 
@@ -16,28 +16,20 @@ struct Placed {
     range: Range,
 }
 
-pub(super) fn range_sets(ipam: &RawIpam, errs: &mut Errors) -> Vec<RangeSet> {
+/// The range sets in host-local's order: `runtimeConfig.ipRanges` (the `ipRanges`
+/// capability), then the single-range keys of the ipam block, then `ipam.ranges`.
+pub(super) fn range_sets(
+    ipam: &RawIpam,
+    runtime: Option<&[Vec<RawRange>]>,
+    errs: &mut Errors,
+) -> Vec<RangeSet> {
     let top = ipam.top_level_range();
-    let top_given: Vec<(&str, &str)> = RANGE_KEYS
-        .iter()
-        .zip(top.values())
-        .filter_map(|(k, v)| nonempty(v).map(|v| (*k, v)))
-        .collect();
-    let sets: &[Vec<RawRange>] = ipam.ranges.as_deref().unwrap_or_default();
-
-    let raw_sets: Vec<(String, Vec<(String, RawRange)>)> = if !sets.is_empty() {
-        for (key, value) in &top_given {
-            errs.push(
-                format!("ipam.{key}"),
-                value,
-                "cannot be combined with ipam.ranges: give either the single-range keys or \
-                 ranges, and move it into a ranges entry",
-            );
-        }
+    let top_given = top.values().iter().any(|v| nonempty(v).is_some());
+    let listed = |prefix: &str, sets: &[Vec<RawRange>]| -> Vec<(String, Vec<(String, RawRange)>)> {
         sets.iter()
             .enumerate()
             .map(|(i, set)| {
-                let path = format!("ipam.ranges[{i}]");
+                let path = format!("{prefix}[{i}]");
                 let ranges = set
                     .iter()
                     .enumerate()
@@ -46,16 +38,22 @@ pub(super) fn range_sets(ipam: &RawIpam, errs: &mut Errors) -> Vec<RangeSet> {
                 (path, ranges)
             })
             .collect()
-    } else if top_given.is_empty() {
+    };
+    let mut raw_sets = listed("runtimeConfig.ipRanges", runtime.unwrap_or_default());
+    if top_given {
+        raw_sets.push(("ipam".to_owned(), vec![("ipam".to_owned(), top)]));
+    }
+    raw_sets.extend(listed(
+        "ipam.ranges",
+        ipam.ranges.as_deref().unwrap_or_default(),
+    ));
+    if raw_sets.is_empty() {
         errs.push(
             "ipam.subnet",
             NONE,
             "is required: give ipam.subnet (one range) or ipam.ranges (range sets)",
         );
-        Vec::new()
-    } else {
-        vec![("ipam".to_owned(), vec![("ipam".to_owned(), top)])]
-    };
+    }
 
     let mut placed = Vec::new();
     let mut subnets = Vec::new();

@@ -5,7 +5,7 @@ use std::str::FromStr;
 use ipnet::IpNet;
 
 use super::{address, nonempty, Errors, Field, NONE};
-use crate::config::model::Route;
+use crate::config::model::{Route, RouteAttrs};
 use crate::config::raw::RawRoute;
 
 pub(super) fn route(path: &str, raw: &RawRoute, errs: &mut Errors) -> Option<Route> {
@@ -48,6 +48,27 @@ pub(super) fn route(path: &str, raw: &RawRoute, errs: &mut Errors) -> Option<Rou
         }
         _ => None,
     };
+    let scope = match raw.scope {
+        None => None,
+        Some(s) => match u8::try_from(s) {
+            Ok(s) => Some(s),
+            Err(_) => {
+                errs.push(
+                    format!("{path}.scope"),
+                    s,
+                    "must be 0 to 255 (a route scope)",
+                );
+                None
+            }
+        },
+    };
+    let attrs = RouteAttrs {
+        mtu: raw.mtu,
+        advmss: raw.advmss,
+        priority: raw.priority,
+        table: raw.table,
+        scope,
+    };
     let dst = dst?;
-    (errs.len() == before).then_some(Route { dst, gw })
+    (errs.len() == before).then_some(Route { dst, gw, attrs })
 }
