@@ -7,11 +7,35 @@ use kube_ipam_sled::SledStore;
 use kube_ipam_store::LeaseStore;
 
 use crate::config::NetConf;
-use crate::Result;
+use crate::{Error, Result};
 
 /// How long a call waits for other calls on the same node to finish with the embedded store.
 /// Well below kubelet's patience, well above the time of a burst of pods.
 const LOCK_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The embedded store's place for this network: one database per network, so networks never
+/// wait on each other's lock.
+pub fn embedded_path(conf: &NetConf) -> std::path::PathBuf {
+    conf.ipam.data_dir.join(&conf.name)
+}
+
+/// Opens the store of an existing network, for the operator commands: a mistyped network
+/// name or dataDir must be an error naming both, not a new empty store that says "nothing
+/// held".
+pub async fn open_existing(conf: &NetConf) -> Result<Box<dyn LeaseStore>> {
+    if conf.ipam.etcd.is_none() && !embedded_path(conf).exists() {
+        return Err(Error::Io {
+            path: embedded_path(conf).display().to_string(),
+            reason: format!(
+                "no store of network {:?} in dataDir {}: check the config's name and dataDir \
+                 (a store is created by the first ADD)",
+                conf.name,
+                conf.ipam.data_dir.display()
+            ),
+        });
+    }
+    open(conf).await
+}
 
 pub async fn open(conf: &NetConf) -> Result<Box<dyn LeaseStore>> {
     match &conf.ipam.etcd {
@@ -28,10 +52,9 @@ pub async fn open(conf: &NetConf) -> Result<Box<dyn LeaseStore>> {
             };
             Ok(Box::new(EtcdStore::connect(opts).await?))
         }
-        None => {
-            // One database per network, so networks never wait on each other's lock.
-            let dir = conf.ipam.data_dir.join(&conf.name);
-            Ok(Box::new(SledStore::open(&dir, LOCK_TIMEOUT)?))
-        }
+        None => Ok(Box::new(SledStore::open(
+            &embedded_path(conf),
+            LOCK_TIMEOUT,
+        )?)),
     }
 }

@@ -185,7 +185,62 @@ fn config_check_and_examples() {
         assert_eq!(code, 0, "{err}");
         let file = s.path().join(format!("{kind}.conf"));
         std::fs::write(&file, &out).unwrap();
-        let (code, out, _) = cli(&["config", "check", file.to_str().unwrap()]);
-        assert_eq!(code, 0, "{kind} example does not pass its own check: {out}");
+        let (_, out, _) = cli(&["config", "check", file.to_str().unwrap()]);
+        // The examples name the files of a real node; here only their absence is reported.
+        for line in out.lines().filter(|l| !l.ends_with(": ok")) {
+            assert!(
+                line.contains("cannot be read"),
+                "{kind} example does not pass its own check: {out}"
+            );
+        }
+    }
+}
+
+#[test]
+fn config_check_reads_the_files_the_config_names() {
+    let s = Scratch::new();
+    let resolv = s.path().join("resolv.conf");
+    std::fs::write(&resolv, "nameserver 10.96.0.10\n").unwrap();
+    let conf = |kubeconfig: &str| {
+        json!({"cniVersion": "1.0.0", "name": "x", "type": "macvlan", "ipam": {
+            "type": "kube-ipam", "subnet": "10.1.0.0/16", "resolvConf": resolv,
+            "kubeConfig": kubeconfig,
+        }})
+        .to_string()
+    };
+    let file = s.path().join("net.conf");
+    std::fs::write(&file, conf(resolv.to_str().unwrap())).unwrap();
+    let (code, out, _) = cli(&["config", "check", file.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}");
+    let missing = s.path().join("nope.kubeconfig");
+    std::fs::write(&file, conf(missing.to_str().unwrap())).unwrap();
+    let (code, out, _) = cli(&["config", "check", file.to_str().unwrap()]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("ipam.kubeConfig") && out.contains("nope.kubeconfig"),
+        "{out}"
+    );
+}
+
+#[test]
+fn read_only_commands_never_create_a_store() {
+    let s = Scratch::new();
+    let conf = s.conf("1.0.0", json!({"subnet": "10.2.0.0/24"}));
+    let file = s.path().join("net.conf");
+    std::fs::write(&file, &conf).unwrap();
+    let f = file.to_str().unwrap();
+    for args in [
+        vec!["ls", "--conf", f],
+        vec!["usage", "--conf", f],
+        vec!["show", "--conf", f, "10.2.0.5"],
+        vec!["check-store", "--conf", f],
+    ] {
+        let (code, out, err) = cli(&args);
+        assert_eq!(code, 1, "{args:?}: {out}");
+        assert!(
+            err.contains("testnet") && err.contains(s.data_dir().to_str().unwrap()),
+            "{args:?}: {err}"
+        );
+        assert!(!s.data_dir().exists(), "{args:?} created a store");
     }
 }

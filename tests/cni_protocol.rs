@@ -340,3 +340,131 @@ fn config_errors_name_field_and_value() {
     call("ADD", "c1", "eth0", &[], "").err(6);
     assert!(!s.data_dir().exists(), "a refused call created the store");
 }
+
+#[test]
+fn check_judges_only_the_addresses_kube_ipam_holds() {
+    let s = Scratch::new();
+    let conf = s.conf("1.0.0", small_range());
+    let r = call("ADD", "k1", "eth0", &[], &conf).ok();
+    let with_prev = |prev: Value| {
+        let mut v: Value = serde_json::from_str(&conf).unwrap();
+        v["prevResult"] = prev;
+        v.to_string()
+    };
+    // The chain's result also lists an address another plugin added, and interfaces.
+    let mut prev = r.clone();
+    prev["ips"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"address": "fd00:99::5/64", "interface": 0}));
+    prev["interfaces"] = json!([{"name": "eth0", "sandbox": "/var/run/netns/test"}]);
+    call("CHECK", "k1", "eth0", &[], &with_prev(prev)).quiet();
+    // prevResult without our address: a mismatch naming it.
+    let ours = r["ips"][0]["address"]
+        .as_str()
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    let d = call(
+        "CHECK",
+        "k1",
+        "eth0",
+        &[],
+        &with_prev(json!({"cniVersion": "1.0.0", "ips": [{"address": "fd00:99::5/64"}]})),
+    )
+    .err(102);
+    assert!(d.contains(&ours), "{d}");
+}
+
+#[test]
+fn routes_keep_their_1_1_0_fields_for_1_1_0_callers() {
+    let s = Scratch::new();
+    let ipam = json!({"subnet": "10.26.0.0/24", "routes": [
+        {"dst": "10.0.0.0/8", "gw": "10.26.0.1", "mtu": 1400, "advmss": 1360, "priority": 10, "table": 100, "scope": 253}
+    ]});
+    let r = call("ADD", "r1", "eth0", &[], &s.conf("1.1.0", ipam.clone())).ok();
+    assert_eq!(
+        r["routes"],
+        json!([{"dst": "10.0.0.0/8", "gw": "10.26.0.1", "mtu": 1400, "advmss": 1360, "priority": 10, "table": 100, "scope": 253}])
+    );
+    // Older callers do not know these fields.
+    let r = call("ADD", "r2", "eth0", &[], &s.conf("1.0.0", ipam.clone())).ok();
+    assert_eq!(
+        r["routes"],
+        json!([{"dst": "10.0.0.0/8", "gw": "10.26.0.1"}])
+    );
+    let mut bad = ipam;
+    bad["routes"][0]["scope"] = json!(300);
+    let d = call("ADD", "r3", "eth0", &[], &s.conf("1.1.0", bad)).err(7);
+    assert!(d.contains("routes[0].scope") && d.contains("300"), "{d}");
+}
+
+#[test]
+fn a_refused_add_writes_nothing() {
+    let s = Scratch::new();
+    let conf = s.conf(
+        "1.0.0",
+        json!({"subnet": "10.27.0.0/29", "resolvConf": s.path().join("missing-resolv.conf")}),
+    );
+    // Many times: were anything claimed before the refusal, the /29 would run out.
+    for i in 0..8 {
+        let d = call("ADD", &format!("w{i}"), "eth0", &[], &conf).err(5);
+        assert!(d.contains("missing-resolv.conf"), "{d}");
+    }
+    let file = s.path().join("net.conf");
+    std::fs::write(&file, &conf).unwrap();
+    assert!(support::held(&file).is_empty());
+}
+
+#[test]
+fn a_pod_name_that_is_no_kubernetes_name_is_a_call_without_a_pod() {
+    let s = Scratch::new();
+    let conf = s.conf(
+        "1.0.0",
+        json!({"subnet": "10.28.0.0/24", "stickyIPs": true}),
+    );
+    let args = [("CNI_ARGS", "IgnoreUnknown=1;K8S_POD_NAME=My_Web")];
+    let ip = call("ADD", "p1", "eth0", &args, &conf).ip();
+    let log = std::fs::read_to_string(s.log_file()).unwrap();
+    assert!(
+        log.contains("WARN") && log.contains("My_Web") && log.contains("no Kubernetes pod"),
+        "{log}"
+    );
+    call("DEL", "p1", "eth0", &args, &conf).quiet();
+    // No pod, so no sticky binding: the address went back to the pool.
+    let file = s.path().join("net.conf");
+    std::fs::write(&file, &conf).unwrap();
+    assert!(support::held(&file).is_empty(), "{ip} is still held");
+}
+
+#[test]
+fn error_details_do_not_repeat_the_class() {
+    let s = Scratch::new();
+    let conf = s.conf("1.0.0", json!({"subnet": "10.29.0.0/29"}));
+    let held = call("ADD", "d1", "eth0", &[], &conf).ip();
+    let out = call(
+        "ADD",
+        "d2",
+        "eth0",
+        &[("CNI_ARGS", &format!("IP={held}"))],
+        &conf,
+    );
+    out.err(11);
+    let v = out.json();
+    assert_eq!(v["msg"], "try again later");
+    let details = v["details"].as_str().unwrap();
+    assert!(!details.starts_with("try again later"), "{details}");
+    assert!(details.contains(&held), "{details}");
+    let out = call(
+        "ADD",
+        "d3",
+        "eth0",
+        &[],
+        &s.conf("1.0.0", json!({"subnet": "10.29.0.1/29"})),
+    );
+    out.err(7);
+    let details = out.json()["details"].as_str().unwrap().to_owned();
+    assert!(details.starts_with("ipam.subnet = "), "{details}");
+}

@@ -70,3 +70,47 @@ fn log_is_rotated_past_its_size() {
         .err(7)
         .contains("logMaxSize"));
 }
+
+#[test]
+fn refusals_before_the_config_is_validated_log_to_its_log_file() {
+    let s = Scratch::new();
+    // Bad environment: the config was never read, but its logFile is in it.
+    let conf = s.conf("1.0.0", json!({"subnet": "10.82.0.0/24"}));
+    call("BOGUS", "c1", "eth0", &[], &conf).err(4);
+    // Invalid config whose logging keys are fine.
+    let bad = s.conf("1.0.0", json!({"subnet": "10.82.0.1/24"}));
+    call("ADD", "c1", "eth0", &[], &bad).err(7);
+    let log = std::fs::read_to_string(s.log_file()).expect("the config's log file");
+    assert!(log.contains("BOGUS"), "{log}");
+    assert!(log.contains("10.82.0.1/24"), "{log}");
+}
+
+#[test]
+fn debug_is_about_kube_ipam_and_times_are_rounded() {
+    let etcd = kube_ipam_etcd::testing::EtcdServer::start().expect("etcd");
+    let s = Scratch::new();
+    let conf = s.conf(
+        "1.0.0",
+        json!({"subnet": "10.83.0.0/24", "logLevel": "debug", "etcdConfig": {"etcdURL": etcd.endpoint()}}),
+    );
+    call("ADD", "c1", "eth0", &[], &conf).ip();
+    call("DEL", "c1", "eth0", &[], &conf).quiet();
+    let log = std::fs::read_to_string(s.log_file()).unwrap();
+    for noise in [
+        "frame=",
+        "Connection{peer",
+        "updating from discover",
+        "client connection",
+    ] {
+        assert!(!log.contains(noise), "{noise} in the log:\n{log}");
+    }
+    for line in log.lines().filter(|l| l.contains("elapsed_ms=")) {
+        let ms = line
+            .split("elapsed_ms=")
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next())
+            .unwrap_or_default();
+        let decimals = ms.split('.').nth(1).map_or(0, str::len);
+        assert!(decimals <= 1, "{ms} in {line}");
+    }
+}

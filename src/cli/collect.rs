@@ -35,7 +35,7 @@ async fn directory(conf: &NetConf, o: &Options) -> Result<Arc<dyn PodDirectory>>
 
 pub async fn run(conf: &NetConf, o: &Options) -> Result<i32> {
     let pods = directory(conf, o).await?;
-    let store = stores::open(conf).await?;
+    let store = stores::open_existing(conf).await?;
     let keys = kube_ipam_store::Keys::new(&conf.ipam.key_prefix, &conf.name);
     let alloc = Allocator::new(store, keys, &conf.ipam);
     let mut gc = Collector::new(&alloc, pods.as_ref(), o.grace);

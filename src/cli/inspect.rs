@@ -18,7 +18,7 @@ pub struct Filter {
 }
 
 async fn allocator(conf: &NetConf) -> Result<Allocator<Box<dyn LeaseStore>>> {
-    let store = stores::open(conf).await?;
+    let store = stores::open_existing(conf).await?;
     Ok(Allocator::new(
         store,
         Keys::new(&conf.ipam.key_prefix, &conf.name),

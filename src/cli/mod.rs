@@ -204,13 +204,49 @@ fn locate_in(path: &Path) -> Result<Vec<u8>> {
     Ok(found.to_string().into_bytes())
 }
 
+/// The files a valid config names must be there and readable by this user, or the first ADD
+/// fails on the node.
+fn unreadable_files(conf: &NetConf) -> Vec<Error> {
+    let ipam = &conf.ipam;
+    let mut named: Vec<(&str, &Path)> = Vec::new();
+    if let Some(p) = &ipam.resolv_conf {
+        named.push(("ipam.resolvConf", p));
+    }
+    if let Some(p) = &ipam.kube_config {
+        named.push(("ipam.kubeConfig", p));
+    }
+    if let Some(e) = &ipam.etcd {
+        let tls = [
+            ("ipam.etcdConfig.etcdCertFile", &e.cert_file),
+            ("ipam.etcdConfig.etcdKeyFile", &e.key_file),
+            ("ipam.etcdConfig.etcdTrustedCAFileFile", &e.ca_file),
+        ];
+        for (field, p) in tls {
+            if let Some(p) = p {
+                named.push((field, p));
+            }
+        }
+    }
+    named
+        .into_iter()
+        .filter_map(|(field, p)| {
+            std::fs::File::open(p)
+                .err()
+                .map(|e| Error::config(field, p.display(), format!("cannot be read: {e}")))
+        })
+        .collect()
+}
+
 fn load(path: &Path) -> Result<NetConf> {
     config::parse(&locate_in(path)?)
 }
 
 fn check(path: &Path) -> i32 {
     let problems = match locate_in(path) {
-        Ok(bytes) => config::check(&bytes),
+        Ok(bytes) => match config::parse(&bytes) {
+            Ok(conf) => unreadable_files(&conf),
+            Err(_) => config::check(&bytes),
+        },
         Err(e) => vec![e],
     };
     if problems.is_empty() {

@@ -422,3 +422,46 @@ fn requests_as_host_local_reads_them() {
         assert_eq!(a.attachments().await.unwrap().len(), 1);
     });
 }
+
+#[test]
+fn gc_goes_on_past_an_unreadable_record_and_reports_it() {
+    let conf = ipam(vec![vec![range(
+        "10.0.0.0/24",
+        "10.0.0.10",
+        "10.0.0.99",
+        None,
+        None,
+    )]]);
+    let keys = Keys::new("/k", "n");
+    let a = Allocator::new(MemoryStore::new(), keys.clone(), &conf);
+    rt().block_on(async {
+        for i in 1..=3 {
+            a.add(&add(i)).await.unwrap();
+        }
+        // An owner record that is not one: between c1 and c2 in key order.
+        let bad = keys.owner("c1x", "eth0");
+        let put = [kube_ipam_store::Mutation::Put(
+            bad.clone(),
+            b"{not json".to_vec(),
+        )];
+        assert!(a.store().commit(&[], &put).await.unwrap());
+        let keep = [crate::config::AttachmentRef {
+            container_id: "c3".into(),
+            ifname: "eth0".into(),
+        }];
+        let e = a.gc(&keep).await.unwrap_err();
+        assert_eq!(e.code(), 103, "{e}");
+        let text = e.to_string();
+        assert!(text.contains("released 2") && text.contains(&bad), "{text}");
+        // c1 and c2 were freed all the same; c3 is kept; the bad record is left for an operator.
+        let left: Vec<String> = a
+            .store()
+            .range(&keys.owners().0, &keys.owners().1, 0)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.key)
+            .collect();
+        assert_eq!(left, [bad, keys.owner("c3", "eth0")]);
+    });
+}
