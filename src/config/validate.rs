@@ -218,6 +218,14 @@ fn ipam_conf(ipam: &RawIpam, errs: &mut Errors) -> IpamConf {
             p.to_owned()
         }
     };
+    let write_original_keys = ipam.write_original_keys.unwrap_or(false);
+    if write_original_keys && ipam.etcd_config.is_none() {
+        errs.push(
+            "ipam.writeOriginalKeys",
+            "true",
+            "needs etcdConfig: the original plugin's records live in etcd, where its nodes read them",
+        );
+    }
     IpamConf {
         ipam_type,
         range_sets,
@@ -231,6 +239,7 @@ fn ipam_conf(ipam: &RawIpam, errs: &mut Errors) -> IpamConf {
         log_max_bytes: log_max_mib << 20,
         sticky_ips: ipam.sticky_ips.unwrap_or(false),
         key_prefix,
+        write_original_keys,
     }
 }
 
