@@ -62,6 +62,15 @@ impl<S: LeaseStore> Allocator<S> {
                 let outcome = match self.store.get(&key).await? {
                     Some(e) => {
                         let rec: IpRecord = decode(&key, &e.value)?;
+                        // Held by the same container on a known interface: the original's key
+                        // was written by kube-ipam itself (writeOriginalKeys).
+                        if holder.is_any_interface()
+                            && rec.holder.container_id == holder.container_id
+                            && !rec.holder.is_any_interface()
+                        {
+                            outcomes.push((addr, Imported::AlreadyThere));
+                            continue;
+                        }
                         if !rec.holder.same_attachment(holder) {
                             outcomes.push((addr, Imported::Conflict(rec.holder)));
                             continue;
