@@ -113,3 +113,51 @@ fn host_local_allocations_are_imported_and_never_reused() {
     assert!(again.iter().all(|a| held.contains(a)), "{again:?}");
     assert_eq!(support::check_store(&conf_path), 9 - 2 + 4 + 2);
 }
+
+#[test]
+fn import_and_the_upgrade_option_refuse_what_cannot_work_and_write_nothing() {
+    let s = Scratch::new();
+    let conf = |extra: serde_json::Value| {
+        let mut ipam = json!({"type": "kube-ipam", "subnet": "10.78.0.0/28",
+                              "dataDir": s.data_dir(), "logFile": s.log_file()});
+        support::merge(&mut ipam, extra);
+        json!({"cniVersion": "1.0.0", "name": NET, "type": "bridge", "ipam": ipam}).to_string()
+    };
+    // The original's records are in etcd: the option needs etcdConfig.
+    let bad = conf(json!({"writeOriginalKeys": true}));
+    let details = call("ADD", "c1", "eth0", &[], &bad).err(7);
+    assert!(details.contains("ipam.writeOriginalKeys"), "{details}");
+    let path = s.path().join("net.conf");
+    std::fs::write(&path, &bad).expect("write conf");
+    let (code, out, _) = cli(&["config", "check", path.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(out.contains("ipam.writeOriginalKeys = true"), "{out}");
+
+    std::fs::write(&path, conf(json!({}))).expect("write conf");
+    let p = path.to_str().unwrap();
+    let (code, _, err) = cli(&["import", "--conf", p, "--from", "original"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("ipam.etcdConfig"), "{err}");
+    let missing = s.path().join("no-such-dir");
+    let (code, _, err) = cli(&[
+        "import",
+        "--conf",
+        p,
+        "--from",
+        "host-local",
+        "--dir",
+        missing.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains(&format!("{}/{NET}", missing.display())),
+        "{err}"
+    );
+    let (code, _, err) = cli(&["import", "--conf", p, "--from", "dhcp"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(!s.data_dir().exists(), "a refused call opened the store");
+    // None of it reached the store.
+    let (code, out, err) = cli(&["ls", "--conf", p, "--output", "json"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.trim(), "[]");
+}

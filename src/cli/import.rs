@@ -49,27 +49,27 @@ struct Counts {
 }
 
 pub async fn run(conf: &NetConf, o: &Options) -> Result<i32> {
-    let store = stores::open(conf).await?;
+    if o.from == Source::Original && conf.ipam.etcd.is_none() {
+        return Err(Error::config(
+            "ipam.etcdConfig",
+            "(none)",
+            "is required to import from the original plugin: its records are in etcd",
+        ));
+    }
     let mut counts = Counts::default();
-    let (found, node) = match o.from {
-        Source::Original => {
-            if conf.ipam.etcd.is_none() {
-                return Err(Error::config(
-                    "ipam.etcdConfig",
-                    "(none)",
-                    "is required to import from the original plugin: its records are in etcd",
-                ));
-            }
-            (
-                from_original(&*store, &conf.name, &mut counts).await?,
-                String::new(),
-            )
-        }
-        Source::HostLocal => {
-            let found = from_host_local(&o.dir.join(&conf.name), &mut counts)?;
-            // host-local's files belong to the node they are on.
-            (found, crate::node_name())
-        }
+    // Read before the store is opened: a missing directory leaves no trace.
+    let host_local = match o.from {
+        Source::HostLocal => Some(from_host_local(&o.dir.join(&conf.name), &mut counts)?),
+        Source::Original => None,
+    };
+    let store = stores::open(conf).await?;
+    let (found, node) = match host_local {
+        // host-local's files belong to the node they are on.
+        Some(found) => (found, crate::node_name()),
+        None => (
+            from_original(&*store, &conf.name, &mut counts).await?,
+            String::new(),
+        ),
     };
     let alloc = Allocator::new(
         store,
