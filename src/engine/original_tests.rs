@@ -6,6 +6,7 @@ use std::net::IpAddr;
 
 use kube_ipam_store::{Compare, Holder, Keys, LeaseStore, MemoryStore, Mutation, OriginalKeys};
 
+use super::pod_tests::sticky;
 use super::tests::{ipam, range, rt};
 use super::{AddRequest, Allocator, Imported, Wanted};
 use crate::config::{AttachmentRef, RequestedIp};
@@ -149,5 +150,27 @@ fn mirror_writes_the_original_key_with_the_claim_and_deletes_it_with_the_release
             .unwrap();
         a.release("c2", "eth0").await.unwrap().unwrap();
         assert!(a.store().get(&key).await.unwrap().is_some());
+    });
+}
+
+#[test]
+fn a_sticky_address_the_original_gave_away_meanwhile_is_replaced_and_mirrored_when_kept() {
+    rt().block_on(async {
+        let a = small(true);
+        let first = a.add(&sticky("c1", "web-0", "u1")).await.unwrap();
+        let kept = first.ips[0].address;
+        // Parked between lives: the mirrored key goes, so the pod's next claim can write it.
+        a.release("c1", "eth0").await.unwrap().unwrap();
+        assert!(!original_has(a.store(), &kept.to_string()).await);
+        let again = a.add(&sticky("c2", "web-0", "u2")).await.unwrap();
+        assert_eq!(again.ips[0].address, kept);
+        assert!(original_has(a.store(), &kept.to_string()).await);
+        // Parked again, and a node of the original hands the address out meanwhile: the
+        // pod gets another address rather than a twin.
+        a.release("c2", "eth0").await.unwrap().unwrap();
+        original_holds(a.store(), &kept.to_string(), "old").await;
+        let moved = a.add(&sticky("c3", "web-0", "u3")).await.unwrap();
+        assert_ne!(moved.ips[0].address, kept);
+        assert!(a.verify().await.unwrap().is_empty());
     });
 }
