@@ -70,6 +70,7 @@ fn conf(subnet: &str, start: &str, end: &str) -> IpamConf {
         sticky_ips: false,
         log_max_bytes: 10 << 20,
         key_prefix: "/kube-ipam".into(),
+        write_original_keys: false,
     }
 }
 

@@ -3,6 +3,7 @@
 
 mod collect;
 mod examples;
+mod import;
 mod inspect;
 
 use std::path::{Path, PathBuf};
@@ -102,6 +103,23 @@ enum Cmd {
         #[arg(long)]
         conf: PathBuf,
     },
+    /// Turns the allocations of the original plugin or of host-local into kube-ipam records,
+    /// leaving its source untouched; exits 1 on conflicts and refused addresses.
+    Import {
+        #[arg(long)]
+        conf: PathBuf,
+        #[arg(long, value_enum)]
+        from: import::Source,
+        /// host-local's dataDir; its files of this network are in <dir>/<network name>.
+        #[arg(long, default_value = import::HOST_LOCAL_DIR)]
+        dir: PathBuf,
+        /// Print what would be imported, write nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Also record addresses outside every configured subnet (as /32 or /128).
+        #[arg(long)]
+        take_outside: bool,
+    },
     /// Network config tools.
     Config {
         #[command(subcommand)]
@@ -174,6 +192,21 @@ async fn run(cmd: Cmd) -> Result<i32> {
                 dry_run,
             };
             collect::run(&load(&conf)?, &o).await
+        }
+        Cmd::Import {
+            conf,
+            from,
+            dir,
+            dry_run,
+            take_outside,
+        } => {
+            let o = import::Options {
+                from,
+                dir,
+                dry_run,
+                take_outside,
+            };
+            import::run(&load(&conf)?, &o).await
         }
         Cmd::Config {
             command: ConfigCmd::Check { file },

@@ -66,6 +66,10 @@ pub struct IpamConf {
     pub sticky_ips: bool,
     /// `keyPrefix`: root of every store key (default `/kube-ipam`).
     pub key_prefix: String,
+    /// `writeOriginalKeys`: during a rolling upgrade from the original plugin, every claim
+    /// also writes its `used/<ip>` key and every release deletes it, so nodes still running
+    /// the original see what this one holds.
+    pub write_original_keys: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -62,6 +62,8 @@ pub(crate) struct RawIpam {
     pub sticky_ips: Option<bool>,
     #[serde(rename = "keyPrefix")]
     pub key_prefix: Option<String>,
+    #[serde(rename = "writeOriginalKeys")]
+    pub write_original_keys: Option<bool>,
 }
 
 impl RawIpam {

@@ -8,8 +8,9 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use kube_ipam_store::{AttachedIp, Compare, Holder, Keys, Kind, LeaseStore};
+use kube_ipam_store::{AttachedIp, Compare, Holder, Keys, Kind, LeaseStore, OriginalKeys};
 
+use super::original::Original;
 use super::pool::Pool;
 use crate::config::{IpamConf, RequestedIp};
 use crate::pod::PodDirectory;
@@ -75,6 +76,7 @@ pub struct Allocator<S> {
     pub(super) keys: Keys,
     pub(super) sets: Vec<Vec<Pool>>,
     pub(super) pods: Option<Arc<dyn PodDirectory>>,
+    pub(super) original: Original,
 }
 
 impl<S: LeaseStore> Allocator<S> {
@@ -84,11 +86,18 @@ impl<S: LeaseStore> Allocator<S> {
             .iter()
             .map(|set| set.ranges.iter().map(Pool::new).collect())
             .collect();
+        // Every store gets the original's guard: on the embedded store its keys simply
+        // never exist, and one code path for all stores is one path to test.
+        let original = Original {
+            keys: OriginalKeys::new(keys.network()),
+            write: conf.write_original_keys,
+        };
         Allocator {
             store,
             keys,
             sets,
             pods: None,
+            original,
         }
     }
 

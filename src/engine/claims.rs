@@ -1,5 +1,6 @@
 //! ADD: planning the addresses a request gets and claiming them, named or dynamic.
 
+use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::time::Duration;
 
@@ -10,8 +11,9 @@ use kube_ipam_store::{
 };
 use rand::Rng;
 
+use super::original::OriginalHeld;
 use super::pool::{to_u128, Pool};
-use super::search::find_free;
+use super::search::find_free_avoiding;
 use crate::{Error, Result};
 
 use super::allocator::{
@@ -26,6 +28,8 @@ impl<S: LeaseStore> Allocator<S> {
         let owner_key = self
             .keys
             .owner(&req.holder.container_id, &req.holder.ifname);
+        // What the original plugin holds; learnt only once a claim has lost.
+        let mut original = OriginalHeld::new();
         'attempt: for attempt in 0..MAX_ATTEMPTS {
             if let Some((existing, _)) = self
                 .attachment(&req.holder.container_id, &req.holder.ifname)
@@ -46,7 +50,7 @@ impl<S: LeaseStore> Allocator<S> {
                         pool,
                         addr,
                         gateway,
-                    } => match self.claim(*addr, &req.holder, None).await? {
+                    } => match self.claim(*addr, &req.holder, None, &original).await? {
                         Claim::Free(c) => {
                             compares.push(c);
                             let p = &set[*pool];
@@ -66,7 +70,10 @@ impl<S: LeaseStore> Allocator<S> {
                             })
                         });
                         if let (Some((p, v)), Some(pod)) = (kept, sticky_pod) {
-                            match self.claim(p.addr(v), &req.holder, Some(pod)).await? {
+                            match self
+                                .claim(p.addr(v), &req.holder, Some(pod), &original)
+                                .await?
+                            {
                                 Claim::Free(c) => {
                                     compares.push(c);
                                     ips.push(attached(p, v, Kind::Sticky, None));
@@ -87,7 +94,7 @@ impl<S: LeaseStore> Allocator<S> {
                         } else {
                             Kind::Dynamic
                         };
-                        let a = self.pick_dynamic(set, kind).await?;
+                        let a = self.pick_dynamic(set, kind, &original).await?;
                         compares.push(Compare::Absent(self.keys.ip(a.address)));
                         ips.push(a);
                     }
@@ -110,6 +117,7 @@ impl<S: LeaseStore> Allocator<S> {
                 mutations.push(Mutation::Put(self.keys.ip(ip.address), encode(&record)));
             }
             mutations.push(Mutation::Put(owner_key.clone(), encode(&attachment)));
+            self.guard_original(&req.holder, &ips, &mut compares, &mut mutations);
             if let Some(pod) = sticky_pod {
                 self.rebind(
                     pod,
@@ -139,8 +147,10 @@ impl<S: LeaseStore> Allocator<S> {
                 }
                 Err(e) => return Err(e.into()),
             }
-            // Someone claimed one of our picks first (or the same ADD ran twice at once):
-            // back off a little, by a random amount so racers do not collide again.
+            // Someone claimed one of our picks first (or the same ADD ran twice at once), or
+            // the original plugin holds one: back off a little, by a random amount so racers
+            // do not collide again, and look at the original's records before picking again.
+            original = self.original_held().await?;
             let jitter = rand::rng().random_range(0..=(2u64 << attempt.min(5)));
             tokio::time::sleep(Duration::from_millis(jitter)).await;
         }
@@ -302,7 +312,22 @@ impl<S: LeaseStore> Allocator<S> {
 
     /// Can `me` claim the named address `ip`? For a sticky address, `sticky_for` is the pod
     /// whose binding keeps it.
-    async fn claim(&self, ip: IpAddr, me: &Holder, sticky_for: Option<&PodRef>) -> Result<Claim> {
+    async fn claim(
+        &self,
+        ip: IpAddr,
+        me: &Holder,
+        sticky_for: Option<&PodRef>,
+        original: &OriginalHeld,
+    ) -> Result<Claim> {
+        if let Some(holder) = original.get(&ip) {
+            return match sticky_for {
+                // Given away by a node still running the original plugin: pick anew.
+                Some(_) => Ok(Claim::Stale),
+                None => Err(Error::TryAgain(format!(
+                    "{ip} is held by container {holder} in the original plugin's records"
+                ))),
+            };
+        }
         let key = self.keys.ip(ip);
         let Some(e) = self.store.get(&key).await? else {
             return Ok(Claim::Free(Compare::Absent(key)));
@@ -376,11 +401,23 @@ impl<S: LeaseStore> Allocator<S> {
     }
 
     /// A free address from the first range of `set` that has one.
-    async fn pick_dynamic(&self, set: &[Pool], kind: Kind) -> Result<AttachedIp> {
+    async fn pick_dynamic(
+        &self,
+        set: &[Pool],
+        kind: Kind,
+        original: &OriginalHeld,
+    ) -> Result<AttachedIp> {
         let mut rng = rand::rng();
         let mut rnd = move || rng.random::<u128>();
         for p in set {
-            if let Some(v) = find_free(&self.store, &self.keys, p, &mut rnd).await? {
+            let avoid: BTreeSet<u128> = original
+                .keys()
+                .filter(|ip| ip.is_ipv6() == p.v6)
+                .map(|ip| to_u128(*ip))
+                .collect();
+            if let Some(v) =
+                find_free_avoiding(&self.store, &self.keys, p, &avoid, &mut rnd).await?
+            {
                 return Ok(attached(p, v, kind, None));
             }
         }

@@ -58,7 +58,7 @@ impl<S: LeaseStore> Allocator<S> {
     /// record still names the attachment.
     pub async fn check(&self, holder: &Holder, expected: &[IpAddr]) -> Result<()> {
         let Some((att, _)) = self
-            .attachment(&holder.container_id, &holder.ifname)
+            .attachment_or_imported(&holder.container_id, &holder.ifname)
             .await?
         else {
             return Err(Error::CheckMismatch(format!(
@@ -72,7 +72,7 @@ impl<S: LeaseStore> Allocator<S> {
                 Some(e) => Some(decode(&key, &e.value)?),
                 None => None,
             };
-            if !rec.is_some_and(|r| r.holder.same_attachment(holder)) {
+            if !rec.is_some_and(|r| r.holder.same_attachment(&att.holder)) {
                 return Err(Error::CheckMismatch(format!(
                     "record of {} no longer names container {}",
                     ip.address, holder.container_id

@@ -3,15 +3,20 @@
 mod allocator;
 pub mod bitmap;
 mod claims;
+mod imports;
 mod inspection;
+mod original;
 pub mod pool;
 mod releases;
 pub mod search;
 
 pub use allocator::{unix_now, AddRequest, Allocator, Release, Wanted};
 pub use bitmap::Bitmap;
+pub use imports::Imported;
 pub use pool::Pool;
 
+#[cfg(test)]
+mod original_tests;
 #[cfg(test)]
 pub(crate) mod pod_tests;
 #[cfg(test)]

@@ -15,10 +15,11 @@ use super::allocator::{Allocator, Release, MAX_RELEASE_ATTEMPTS};
 
 impl<S: LeaseStore> Allocator<S> {
     /// Releases everything `container_id`/`ifname` holds (sticky addresses stay with their
-    /// pod); `Ok(None)` when it holds nothing.
+    /// pod), or what the container holds on an unknown interface; `Ok(None)` when it holds
+    /// nothing.
     pub async fn release(&self, container_id: &str, ifname: &str) -> Result<Option<Attachment>> {
         for _ in 0..MAX_RELEASE_ATTEMPTS {
-            let Some((att, rev)) = self.attachment(container_id, ifname).await? else {
+            let Some((att, rev)) = self.attachment_or_imported(container_id, ifname).await? else {
                 return Ok(None);
             };
             if self.release_seen(&att, rev, Release::Park).await? {
@@ -77,6 +78,10 @@ impl<S: LeaseStore> Allocator<S> {
                     }
                     _ => mutations.push(Mutation::Delete(key)),
                 }
+                // Parked too: the `used/` key names this container, and the pod's next
+                // claim of the address requires it absent.
+                self.release_original(&att.holder, ip.address, &mut compares, &mut mutations)
+                    .await?;
             }
         }
         Ok(self.store.commit(&compares, &mutations).await?)
@@ -164,6 +169,8 @@ impl<S: LeaseStore> Allocator<S> {
             .iter()
             .map(|a| (a.container_id.as_str(), a.ifname.as_str()))
             .collect();
+        // An attachment of unknown interface stays while any interface of its container does.
+        let live: HashSet<&str> = valid.iter().map(|a| a.container_id.as_str()).collect();
         let (from, to) = self.keys.owners();
         let mut freed = Vec::new();
         let mut failed: Vec<Error> = Vec::new();
@@ -175,8 +182,13 @@ impl<S: LeaseStore> Allocator<S> {
                     continue;
                 }
             };
-            let id = (att.holder.container_id.as_str(), att.holder.ifname.as_str());
-            if keep.contains(&id) {
+            let h = &att.holder;
+            let kept = if h.is_any_interface() {
+                live.contains(h.container_id.as_str())
+            } else {
+                keep.contains(&(h.container_id.as_str(), h.ifname.as_str()))
+            };
+            if kept {
                 continue;
             }
             match self.release_seen(&att, e.revision, Release::Park).await {

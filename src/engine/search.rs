@@ -5,6 +5,8 @@
 //! keeps concurrent allocators (other processes, other nodes) apart so their claims rarely
 //! collide.
 
+use std::collections::BTreeSet;
+
 use kube_ipam_store::{Keys, LeaseStore};
 
 use super::bitmap::Bitmap;
@@ -89,6 +91,19 @@ pub async fn find_free<S: LeaseStore + ?Sized>(
     pool: &Pool,
     rnd: &mut impl FnMut() -> u128,
 ) -> Result<Option<u128>> {
+    find_free_avoiding(store, keys, pool, &BTreeSet::new(), rnd).await
+}
+
+/// [`find_free`], with `avoid` taken too: addresses held where kube-ipam keeps no record (the
+/// original plugin's `used/` keys). The count shortcut ignores them, so it never calls a
+/// range full too early; a range filled by them is found full by the scan.
+pub async fn find_free_avoiding<S: LeaseStore + ?Sized>(
+    store: &S,
+    keys: &Keys,
+    pool: &Pool,
+    avoid: &BTreeSet<u128>,
+    rnd: &mut impl FnMut() -> u128,
+) -> Result<Option<u128>> {
     let mut windows = 0u32;
     for (from, to) in Windows::new(pool, rnd()) {
         let (kf, kt) = keys.ip_range(pool.addr(from), pool.addr(to));
@@ -96,7 +111,8 @@ pub async fn find_free<S: LeaseStore + ?Sized>(
         let taken = entries
             .iter()
             .filter_map(|e| keys.parse_ip(&e.key))
-            .map(super::pool::to_u128);
+            .map(super::pool::to_u128)
+            .chain(avoid.range(from..=to).copied());
         let bits = window_bitmap(pool, from, to, taken);
         // A random spot inside the window, then the next free one: two allocators reading
         // the same window still tend to pick different addresses.

@@ -29,6 +29,7 @@ pub async fn run<S: LeaseStore + 'static>(store: Arc<S>, root: &str) -> Check {
     atomic_multi_key(&*store, &format!("{root}/c/")).await?;
     ordered_ranges(&*store, &format!("{root}/d/")).await?;
     racing_claims(store.clone(), &format!("{root}/e/")).await?;
+    foreign_layout(&*store, &format!("{root}/f/")).await?;
     store.ping().await.map_err(err)?;
     Ok(())
 }
@@ -63,6 +64,36 @@ async fn create_if_absent<S: LeaseStore>(s: &S, p: &str) -> Check {
         s.get(&format!("{p}missing")).await.map_err(err)?.is_none(),
         || "get of a missing key returned an entry".into(),
     )
+}
+
+/// Claims also compare keys of the original plugin's layout (`/etcd-cni/networks/<name>/
+/// used/<ip>`, IPv6 with colons), which no kube-ipam record shares: a backend must treat
+/// them like any other key, absent until written.
+async fn foreign_layout<S: LeaseStore>(s: &S, p: &str) -> Check {
+    let ours = format!("{p}kube-ipam/n/ip/6/fd000000000000000000000000000005");
+    let theirs = format!("{p}etcd-cni/networks/n/used/fd00::5");
+    let claim = |v: &str| vec![Mutation::Put(ours.clone(), v.as_bytes().to_vec())];
+    let guard = [
+        Compare::Absent(ours.clone()),
+        Compare::Absent(theirs.clone()),
+    ];
+    let first = s.commit(&guard, &claim("one")).await.map_err(err)?;
+    ensure(first, || {
+        "a compare on an absent key of another layout failed".into()
+    })?;
+    s.commit(&[], &[Mutation::Delete(ours.clone())])
+        .await
+        .map_err(err)?;
+    s.commit(&[], &[Mutation::Put(theirs.clone(), b"c1".to_vec())])
+        .await
+        .map_err(err)?;
+    let second = s.commit(&guard, &claim("two")).await.map_err(err)?;
+    ensure(!second, || {
+        "a claim committed although the other layout's key exists".into()
+    })?;
+    ensure(s.get(&ours).await.map_err(err)?.is_none(), || {
+        "a refused claim wrote its record".into()
+    })
 }
 
 async fn compare_and_delete<S: LeaseStore>(s: &S, p: &str) -> Check {

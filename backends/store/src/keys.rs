@@ -19,6 +19,7 @@ pub const DEFAULT_PREFIX: &str = "/kube-ipam";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Keys {
     root: String,
+    network: String,
 }
 
 impl Keys {
@@ -27,7 +28,13 @@ impl Keys {
     pub fn new(prefix: &str, network: &str) -> Self {
         Keys {
             root: format!("{}/{}/", prefix.trim_end_matches('/'), network),
+            network: network.to_owned(),
         }
+    }
+
+    /// The network name the keys belong to.
+    pub fn network(&self) -> &str {
+        &self.network
     }
 
     /// Everything of this network: `[from, to)`.

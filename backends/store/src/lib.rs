@@ -6,6 +6,7 @@
 
 mod error;
 pub mod keys;
+pub mod legacy;
 mod memory;
 pub mod records;
 mod store;
@@ -14,6 +15,7 @@ pub mod conformance;
 
 pub use error::StoreError;
 pub use keys::Keys;
+pub use legacy::OriginalKeys;
 pub use memory::MemoryStore;
 pub use records::{AttachedIp, Attachment, Binding, Holder, IpRecord, Kind, PodRef};
 pub use store::{Compare, Entry, LeaseStore, Mutation, Revision};

@@ -68,6 +68,13 @@ impl Holder {
         self.container_id.is_empty()
     }
 
+    /// An attachment taken over from a plugin that never recorded the interface name (the
+    /// original kube-ipam): the container's DEL releases it whatever `CNI_IFNAME` it carries.
+    /// Runtimes never send an empty `CNI_IFNAME`, so no live attachment looks like this.
+    pub fn is_any_interface(&self) -> bool {
+        !self.container_id.is_empty() && self.ifname.is_empty()
+    }
+
     /// Same attachment, whatever else differs.
     pub fn same_attachment(&self, other: &Holder) -> bool {
         self.container_id == other.container_id && self.ifname == other.ifname
@@ -92,6 +99,9 @@ impl std::fmt::Display for Holder {
                 "pod {}/{} (container {}, {}",
                 p.namespace, p.name, self.container_id, self.ifname
             )?,
+            None if self.is_any_interface() => {
+                write!(f, "container {} (any interface", self.container_id)?
+            }
             None => write!(f, "container {} ({}", self.container_id, self.ifname)?,
         }
         if !self.node.is_empty() {

@@ -225,6 +225,14 @@ fn ipam_conf(
             p.to_owned()
         }
     };
+    let write_original_keys = ipam.write_original_keys.unwrap_or(false);
+    if write_original_keys && ipam.etcd_config.is_none() {
+        errs.push(
+            "ipam.writeOriginalKeys",
+            "true",
+            "needs etcdConfig: the original plugin's records live in etcd, where its nodes read them",
+        );
+    }
     IpamConf {
         ipam_type,
         range_sets,
@@ -238,6 +246,7 @@ fn ipam_conf(
         log_max_bytes: log_max_mib << 20,
         sticky_ips: ipam.sticky_ips.unwrap_or(false),
         key_prefix,
+        write_original_keys,
     }
 }
 
