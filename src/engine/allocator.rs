@@ -19,6 +19,7 @@ use rand::Rng;
 use super::pool::{to_u128, Pool};
 use super::search::{find_free, is_full};
 use crate::config::{AttachmentRef, IpamConf, RequestedIp};
+use crate::metrics::counts::{self, Counter};
 use crate::pod::PodDirectory;
 use crate::{Error, Result};
 
@@ -480,16 +481,22 @@ impl<S: LeaseStore> Allocator<S> {
     /// Releases the attachment of a holder that is gone, as its DEL would have.
     async fn take_over(&self, ip: IpAddr, rec: &IpRecord, rev: Revision, why: &str) -> Result<()> {
         let h = &rec.holder;
+        let counted = counts::event(
+            &self.keys,
+            Counter::Takeovers,
+            [rec.range.as_str()].into_iter(),
+        );
         let done = match self.attachment(&h.container_id, &h.ifname).await? {
             Some((att, att_rev)) if att.ips.iter().any(|i| i.address == ip) => {
-                self.release_seen(&att, att_rev, Release::Park).await?
+                self.release_seen_with(&att, att_rev, Release::Park, vec![counted])
+                    .await?
             }
             _ => {
                 let key = self.keys.ip(ip);
                 self.store
                     .commit(
                         &[Compare::Revision(key.clone(), rev)],
-                        &[Mutation::Delete(key)],
+                        &[Mutation::Delete(key), counted],
                     )
                     .await?
             }
@@ -544,6 +551,17 @@ impl<S: LeaseStore> Allocator<S> {
         rev: Revision,
         mode: Release,
     ) -> Result<bool> {
+        self.release_seen_with(att, rev, mode, Vec::new()).await
+    }
+
+    /// [`Self::release_seen`], with `extra` writes (a counter event) in the same commit.
+    pub async fn release_seen_with(
+        &self,
+        att: &Attachment,
+        rev: Revision,
+        mode: Release,
+        extra: Vec<Mutation>,
+    ) -> Result<bool> {
         let owner_key = self
             .keys
             .owner(&att.holder.container_id, &att.holder.ifname);
@@ -584,6 +602,7 @@ impl<S: LeaseStore> Allocator<S> {
                 }
             }
         }
+        mutations.extend(extra);
         Ok(self.store.commit(&compares, &mutations).await?)
     }
 
@@ -608,6 +627,16 @@ impl<S: LeaseStore> Allocator<S> {
     /// Compare-and-delete of a binding exactly as it was read at `rev`, with the addresses
     /// parked for it; `false` if anything changed since.
     pub async fn release_binding_seen(&self, b: &Binding, rev: Revision) -> Result<bool> {
+        self.release_binding_seen_with(b, rev, Vec::new()).await
+    }
+
+    /// [`Self::release_binding_seen`], with `extra` writes in the same commit.
+    pub async fn release_binding_seen_with(
+        &self,
+        b: &Binding,
+        rev: Revision,
+        extra: Vec<Mutation>,
+    ) -> Result<bool> {
         let pod = &b.pod;
         let key = self.keys.binding(&pod.namespace, &pod.name);
         let mut compares = vec![Compare::Revision(key.clone(), rev)];
@@ -622,6 +651,7 @@ impl<S: LeaseStore> Allocator<S> {
                 }
             }
         }
+        mutations.extend(extra);
         Ok(self.store.commit(&compares, &mutations).await?)
     }
 
@@ -707,7 +737,15 @@ impl<S: LeaseStore> Allocator<S> {
         let mut freed = Vec::new();
         for (att, rev) in self.attachments().await? {
             let id = (att.holder.container_id.as_str(), att.holder.ifname.as_str());
-            if !keep.contains(&id) && self.release_seen(&att, rev, Release::Park).await? {
+            if keep.contains(&id) {
+                continue;
+            }
+            let ranges = att.ips.iter().map(|i| i.range.as_str());
+            let counted = counts::event(&self.keys, Counter::LeaksCniGc, ranges);
+            if self
+                .release_seen_with(&att, rev, Release::Park, vec![counted])
+                .await?
+            {
                 freed.push(att);
             }
         }

@@ -1,0 +1,7 @@
+//! What operators watch: per-range figures, durable counters of what CNI calls released or
+//! took over, and the collector's `/metrics` and `/healthz`.
+
+pub mod counts;
+pub mod figures;
+
+pub use figures::Figures;
