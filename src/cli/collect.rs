@@ -1,6 +1,7 @@
 //! `kube-ipam gc`: the leak collector run as a loop (Deployment) or once (CronJob).
 
 use std::io::Write;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -8,6 +9,7 @@ use std::time::{Duration, Instant};
 use crate::config::NetConf;
 use crate::engine::Allocator;
 use crate::gc::{Collector, Finding, Pass};
+use crate::metrics::{counts, figures, server, Figures, Metrics};
 use crate::pod::kube::{KubeDirectory, REQUEST_TIMEOUT};
 use crate::pod::{self, PodDirectory};
 use crate::{stores, Error, Result};
@@ -18,6 +20,7 @@ pub struct Options {
     pub interval: Duration,
     pub once: bool,
     pub dry_run: bool,
+    pub metrics_address: Option<SocketAddr>,
 }
 
 /// `--kubeconfig`, else the config's `kubeConfig` or the default file, else the service
@@ -35,9 +38,18 @@ async fn directory(conf: &NetConf, o: &Options) -> Result<Arc<dyn PodDirectory>>
 
 pub async fn run(conf: &NetConf, o: &Options) -> Result<i32> {
     let pods = directory(conf, o).await?;
-    let store = stores::open(conf).await?;
+    let store: Arc<dyn kube_ipam_store::LeaseStore> = Arc::from(stores::open(conf).await?);
     let keys = kube_ipam_store::Keys::new(&conf.ipam.key_prefix, &conf.name);
-    let alloc = Allocator::new(store, keys, &conf.ipam);
+    let alloc = Allocator::new(store.clone(), keys, &conf.ipam);
+    let metrics = match o.metrics_address {
+        Some(addr) => {
+            let m = Arc::new(Metrics::new(&conf.name));
+            let bound = server::serve(addr, m.clone(), store).await?;
+            println!("serving /metrics and /healthz on {bound}");
+            Some(m)
+        }
+        None => None,
+    };
     let mut gc = Collector::new(&alloc, pods.as_ref(), o.grace);
     if o.dry_run {
         let p = gc.pass(Instant::now(), true).await?;
@@ -53,7 +65,26 @@ pub async fn run(conf: &NetConf, o: &Options) -> Result<i32> {
     let mut number = 0u64;
     loop {
         number += 1;
-        let outcome = gc.pass(Instant::now(), false).await;
+        let started = Instant::now();
+        let mut outcome = gc.pass(started, false).await;
+        if let Some(m) = &metrics {
+            // The figures are part of the pass: a pass that cannot read them failed.
+            let fig = match &outcome {
+                Ok(_) => read_figures(&alloc).await,
+                Err(_) => Ok(Figures::default()),
+            };
+            if let Err(e) = fig.as_ref() {
+                tracing::warn!(error = %e, "pass could not read the figures");
+            }
+            match (fig, &outcome) {
+                (Ok(fig), Ok(_)) => m.pass(started.elapsed(), Ok(fig)),
+                (_, Err(e)) => m.pass(started.elapsed(), Err(e)),
+                (Err(e), Ok(_)) => {
+                    m.pass(started.elapsed(), Err(&e));
+                    outcome = Err(e);
+                }
+            }
+        }
         let wait = match &outcome {
             Ok(p) => {
                 report(number, p);
@@ -82,6 +113,12 @@ pub async fn run(conf: &NetConf, o: &Options) -> Result<i32> {
             None => return Ok(0),
         }
     }
+}
+
+/// Folds the counter events of the CNI calls since the last pass, then reads the figures.
+async fn read_figures<S: kube_ipam_store::LeaseStore>(alloc: &Allocator<S>) -> Result<Figures> {
+    counts::fold(alloc.store(), alloc.keys()).await?;
+    figures::read(alloc).await
 }
 
 fn report(number: u64, p: &Pass) {

@@ -2,6 +2,9 @@
 //! took over, and the collector's `/metrics` and `/healthz`.
 
 pub mod counts;
+pub mod exporter;
 pub mod figures;
+pub mod server;
 
+pub use exporter::Metrics;
 pub use figures::Figures;
