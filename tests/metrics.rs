@@ -332,6 +332,30 @@ fn prometheus_sees_what_usage_says() {
         });
         assert_eq!(got, expected, "{query}");
     }
+    // Every query of the dashboard is one Prometheus accepts; its usage figure is usage's.
+    let dashboard: Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/grafana-dashboard.json"),
+        )
+        .expect("read dashboard"),
+    )
+    .expect("dashboard json");
+    let panels = dashboard["panels"].as_array().expect("panels");
+    for t in panels
+        .iter()
+        .flat_map(|p| p["targets"].as_array().into_iter().flatten())
+    {
+        let q = t["expr"].as_str().expect("expr").replace("$network", ".*");
+        let (code, body) = get(prom.addr, &format!("/api/v1/query?query={}", encode(&q)))
+            .expect("query prometheus");
+        assert_eq!(code, 200, "{q}: {body}");
+    }
+    let used = panels[0]["targets"][0]["expr"].as_str().expect("expr");
+    let percent = as_f64(&u["percent"]);
+    await_until("the dashboard's usage", Duration::from_secs(30), || {
+        prom.value(&used.replace("$network", ".*"))
+            .filter(|v| (v - percent).abs() < 1e-9)
+    });
     let passes = prom.value(r#"kube_ipam_gc_passes_total{network="testnet"}"#);
     assert!(passes.is_some_and(|p| p >= 2.0), "{passes:?}");
     assert_eq!(
