@@ -67,23 +67,22 @@ pub async fn run(conf: &NetConf, o: &Options) -> Result<i32> {
         number += 1;
         let started = Instant::now();
         let mut outcome = gc.pass(started, false).await;
-        if let Some(m) = &metrics {
-            // The figures are part of the pass: a pass that cannot read them failed.
-            let fig = match &outcome {
-                Ok(_) => read_figures(&alloc).await,
-                Err(_) => Ok(Figures::default()),
+        let mut fig = Figures::default();
+        if outcome.is_ok() {
+            // Events are folded every pass, scraped or not, so they never pile up.
+            let read = match counts::fold(alloc.store(), alloc.keys()).await {
+                Ok(()) if metrics.is_some() => figures::read(&alloc).await,
+                other => other.map(|()| Figures::default()),
             };
-            if let Err(e) = fig.as_ref() {
-                tracing::warn!(error = %e, "pass could not read the figures");
+            match read {
+                Ok(f) => fig = f,
+                // With an endpoint the figures are part of the pass: not reading them fails it.
+                Err(e) if metrics.is_some() => outcome = Err(e),
+                Err(e) => eprintln!("kube-ipam: pass {number}: cannot fold counter events: {e}"),
             }
-            match (fig, &outcome) {
-                (Ok(fig), Ok(_)) => m.pass(started.elapsed(), Ok(fig)),
-                (_, Err(e)) => m.pass(started.elapsed(), Err(e)),
-                (Err(e), Ok(_)) => {
-                    m.pass(started.elapsed(), Err(&e));
-                    outcome = Err(e);
-                }
-            }
+        }
+        if let Some(m) = &metrics {
+            m.pass(started.elapsed(), outcome.as_ref().map(|_| fig));
         }
         let wait = match &outcome {
             Ok(p) => {
@@ -113,12 +112,6 @@ pub async fn run(conf: &NetConf, o: &Options) -> Result<i32> {
             None => return Ok(0),
         }
     }
-}
-
-/// Folds the counter events of the CNI calls since the last pass, then reads the figures.
-async fn read_figures<S: kube_ipam_store::LeaseStore>(alloc: &Allocator<S>) -> Result<Figures> {
-    counts::fold(alloc.store(), alloc.keys()).await?;
-    figures::read(alloc).await
 }
 
 fn report(number: u64, p: &Pass) {

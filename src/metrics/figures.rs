@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use std::net::IpAddr;
 
 use kube_ipam_store::records::decode;
-use kube_ipam_store::{IpRecord, Kind, LeaseStore};
+use kube_ipam_store::{Attachment, Entry, IpRecord, Kind, LeaseStore};
 use serde_json::{json, Value};
 
 use super::counts::{self, Counter, Tally};
@@ -89,6 +89,32 @@ fn range_of<'a>(pools: &'a [&'a Pool], ip: IpAddr, rec: &IpRecord) -> Option<usi
         .or_else(|| pools.iter().position(|p| p.range.subnet.contains(&ip)))
 }
 
+/// Keys per read: a full /12 in one answer would be hundreds of MB.
+const PAGE: usize = 10_000;
+
+/// Every entry of `[from, to)`, a page at a time, each handed to `each`.
+async fn scan<S: LeaseStore>(
+    store: &S,
+    from: &str,
+    to: &str,
+    mut each: impl FnMut(&Entry) -> Result<()>,
+) -> Result<()> {
+    let mut from = from.to_owned();
+    loop {
+        let page = store.range(&from, to, PAGE).await?;
+        for e in &page {
+            each(e)?;
+        }
+        match page.last() {
+            Some(last) if page.len() == PAGE => {
+                // The smallest key after `last`.
+                from = format!("{}\0", last.key);
+            }
+            _ => return Ok(()),
+        }
+    }
+}
+
 fn counted(tally: &Tally, c: Counter, range: &str) -> u64 {
     tally
         .get(&c)
@@ -109,13 +135,13 @@ pub async fn read<S: LeaseStore>(alloc: &Allocator<S>) -> Result<Figures> {
         .collect();
     let keys = alloc.keys();
     let (from, to) = keys.ips();
-    for e in alloc.store().range(&from, &to, 0).await? {
+    scan(alloc.store(), &from, &to, |e| {
         let Some(ip) = keys.parse_ip(&e.key) else {
-            continue;
+            return Ok(());
         };
         let rec: IpRecord = decode(&e.key, &e.value)?;
         let Some(i) = range_of(&pools, ip, &rec) else {
-            continue;
+            return Ok(());
         };
         let f = &mut out[i];
         match rec.kind {
@@ -124,13 +150,19 @@ pub async fn read<S: LeaseStore>(alloc: &Allocator<S>) -> Result<Figures> {
             Kind::Sticky if rec.holder.is_binding() => f.parked += 1,
             Kind::Sticky => f.sticky += 1,
         }
-    }
-    for (att, _) in alloc.attachments().await? {
+        Ok(())
+    })
+    .await?;
+    let (from, to) = keys.owners();
+    scan(alloc.store(), &from, &to, |e| {
+        let att: Attachment = decode(&e.key, &e.value)?;
         let ranges: HashSet<&str> = att.ips.iter().map(|i| i.range.as_str()).collect();
         for f in out.iter_mut().filter(|f| ranges.contains(f.id.as_str())) {
             f.attachments += 1;
         }
-    }
+        Ok(())
+    })
+    .await?;
     let tally = counts::read(alloc.store(), keys).await?;
     for f in &mut out {
         f.leaks_gc = counted(&tally, Counter::LeaksGc, &f.id);
@@ -138,4 +170,37 @@ pub async fn read<S: LeaseStore>(alloc: &Allocator<S>) -> Result<Figures> {
         f.takeovers = counted(&tally, Counter::Takeovers, &f.id);
     }
     Ok(Figures { ranges: out })
+}
+
+#[cfg(test)]
+mod tests {
+    use kube_ipam_store::{MemoryStore, Mutation};
+
+    use super::*;
+
+    #[test]
+    fn a_scan_sees_every_key_once_across_pages() {
+        let store = MemoryStore::default();
+        let n = 2 * PAGE + 7;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let puts: Vec<Mutation> = (0..n)
+                .map(|i| Mutation::Put(format!("/k/{i:08x}"), vec![]))
+                .collect();
+            for chunk in puts.chunks(1000) {
+                assert!(store.commit(&[], chunk).await.unwrap());
+            }
+            let mut seen = Vec::new();
+            scan(&store, "/k/", "/k0", |e| {
+                seen.push(e.key.clone());
+                Ok(())
+            })
+            .await
+            .unwrap();
+            assert_eq!(seen.len(), n);
+            assert!(seen.windows(2).all(|w| w[0] < w[1]));
+        });
+    }
 }
