@@ -174,9 +174,50 @@ pub async fn read<S: LeaseStore>(alloc: &Allocator<S>) -> Result<Figures> {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use kube_ipam_store::{MemoryStore, Mutation};
 
     use super::*;
+    use crate::config::AttachmentRef;
+    use crate::engine::pod_tests::{small, sticky, Pods};
+    use crate::engine::AddRequest;
+
+    #[test]
+    fn kinds_attachments_and_the_cni_gc_verb_are_counted() {
+        let pods = Arc::new(Pods::default());
+        let a = small(&pods, "10.9.0.20");
+        let plain = |c: &str, p: &str| AddRequest {
+            sticky: false,
+            ..sticky(c, p, "u")
+        };
+        let keep = |c: &str| AttachmentRef {
+            container_id: c.into(),
+            ifname: "eth0".into(),
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            a.add(&plain("c1", "p1")).await.unwrap();
+            a.add(&sticky("c2", "p2", "u")).await.unwrap();
+            a.add(&sticky("c3", "p3", "u")).await.unwrap();
+            a.release("c3", "eth0").await.unwrap();
+            a.add(&plain("c4", "p4")).await.unwrap();
+            // The verb releases c4; its count lands in the same commit.
+            assert_eq!(a.gc(&[keep("c1"), keep("c2")]).await.unwrap().len(), 1);
+            let fig = read(&a).await.unwrap();
+            let r = &fig.ranges[0];
+            assert_eq!(r.id, "10.9.0.0/24 10.9.0.2-10.9.0.20");
+            assert_eq!(
+                (r.dynamic, r.sticky, r.parked, r.fixed, r.attachments),
+                (1, 1, 1, 0, 2)
+            );
+            assert_eq!((r.leaks_cni_gc, r.leaks_gc, r.takeovers), (1, 0, 0));
+            assert_eq!((r.size, r.used(), r.free()), (19, 3, 16));
+        });
+    }
 
     #[test]
     fn a_scan_sees_every_key_once_across_pages() {
