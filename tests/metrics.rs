@@ -12,7 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use kube_ipam::testing::KubeApi;
+use kube_ipam::testing::{ApiMode, KubeApi};
 use kube_ipam_etcd::testing::EtcdServer;
 use serde_json::{json, Value};
 use support::{call, cli, Out, Scratch};
@@ -373,8 +373,9 @@ fn healthz_follows_etcd() {
     std::fs::write(&path, network(&s, &etcd, &api)).expect("write conf");
     let (_collector, endpoint) = collector(&path, s.path());
     let health = || get(endpoint, "/healthz").map(|(c, _)| c).unwrap_or(0);
-    await_until("healthy", Duration::from_secs(30), || {
-        (health() == 200).then_some(())
+    await_until("a first pass, healthy", Duration::from_secs(30), || {
+        let (_, text) = get(endpoint, "/metrics").ok()?;
+        (text.contains("kube_ipam_range_addresses") && health() == 200).then_some(())
     });
 
     etcd.freeze().expect("SIGSTOP etcd");
@@ -401,6 +402,19 @@ fn healthz_follows_etcd() {
         text.contains(r#"kube_ipam_store_errors_total{network="testnet",kind="unavailable"}"#),
         "{text}"
     );
+
+    // A pass that fails for want of the pod list is unhealthy too, with the store fine.
+    api.set_mode(ApiMode::Unavailable);
+    let why = await_until(
+        "unhealthy with the API down",
+        Duration::from_secs(30),
+        || get(endpoint, "/healthz").ok().filter(|(c, _)| *c == 503),
+    );
+    assert!(why.1.contains("last pass failed"), "{why:?}");
+    api.set_mode(ApiMode::Serve);
+    await_until("healthy with the API back", Duration::from_secs(30), || {
+        (health() == 200).then_some(())
+    });
 }
 
 #[test]

@@ -106,12 +106,12 @@ async fn answer(
     })
 }
 
-/// Healthy while the last pass went well and the store answers now.
+/// Healthy while the last pass went well and the store answers now. Before the first pass
+/// ends only the store counts: a first pass over a large pool can outlast a liveness probe's
+/// patience, and restarting would only start it over.
 async fn health(metrics: &Metrics, store: &dyn LeaseStore) -> std::result::Result<(), String> {
-    match metrics.state() {
-        PassState::Ok => {}
-        PassState::NotYet => return Err("no pass has finished yet".into()),
-        PassState::Failed(why) => return Err(format!("last pass failed: {why}")),
+    if let PassState::Failed(why) = metrics.state() {
+        return Err(format!("last pass failed: {why}"));
     }
     match tokio::time::timeout(PING_TIMEOUT, store.ping()).await {
         Ok(Ok(())) => Ok(()),
