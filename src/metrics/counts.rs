@@ -104,15 +104,24 @@ async fn totals<S: LeaseStore + ?Sized>(store: &S, keys: &Keys) -> Result<(Total
 
 /// Every count so far: the totals plus the events not folded into them yet.
 pub async fn read<S: LeaseStore + ?Sized>(store: &S, keys: &Keys) -> Result<Tally> {
-    let (t, _) = totals(store, keys).await?;
-    let mut tally = t.counts;
     let (from, to) = keys.events();
-    for entry in store.range(&from, &to, 0).await? {
-        if let Some(e) = decode_event(&entry) {
-            add(&mut tally, &e);
+    let mut attempts = 0;
+    loop {
+        let (t, before) = totals(store, keys).await?;
+        let mut tally = t.counts;
+        for entry in store.range(&from, &to, 0).await? {
+            if let Some(e) = decode_event(&entry) {
+                add(&mut tally, &e);
+            }
+        }
+        // A fold between the two reads would count its events twice or not at all; it
+        // changes the totals in the same commit, so unchanged totals mean a clean reading.
+        let (_, after) = totals(store, keys).await?;
+        attempts += 1;
+        if before == after || attempts == FOLD_ATTEMPTS {
+            return Ok(tally);
         }
     }
-    Ok(tally)
 }
 
 /// Moves pending events into the totals, a batch per commit, each commit conditional on the
