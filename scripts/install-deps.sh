@@ -4,7 +4,7 @@
 # when everything is already there.
 set -euo pipefail
 
-packages=(etcd-server etcd-client containernetworking-plugins protobuf-compiler libprotobuf-dev iproute2 iputils-ping openssl hyperfine podman runc busybox-static)
+packages=(etcd-server etcd-client containernetworking-plugins protobuf-compiler libprotobuf-dev iproute2 iputils-ping openssl hyperfine podman runc busybox-static prometheus)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use kube_ipam_store::{Attachment, Binding, LeaseStore, PodRef, Revision};
 
 use crate::engine::{Allocator, Release};
+use crate::metrics::counts::{self, Counter};
 use crate::pod::PodDirectory;
 use crate::Result;
 
@@ -102,8 +103,13 @@ impl<'a, S: LeaseStore> Collector<'a, S> {
                     out.suspects.push(finding);
                 }
                 None => {
+                    let ranges = att.ips.iter().map(|i| i.range.as_str());
+                    let counted = counts::event(self.alloc.keys(), Counter::LeaksGc, ranges);
                     if self.recheck_attachment(pod).await?.is_some()
-                        && self.alloc.release_seen(&att, rev, Release::Park).await?
+                        && self
+                            .alloc
+                            .release_seen_with(&att, rev, Release::Park, vec![counted])
+                            .await?
                     {
                         out.released.push(finding);
                     }
@@ -128,8 +134,13 @@ impl<'a, S: LeaseStore> Collector<'a, S> {
                     out.suspects.push(finding);
                 }
                 None => {
+                    let ranges = b.ips.iter().map(|i| i.range.as_str());
+                    let counted = counts::event(self.alloc.keys(), Counter::LeaksGc, ranges);
                     if self.pods.pod(&p.namespace, &p.name).await?.is_none()
-                        && self.alloc.release_binding_seen(&b, rev).await?
+                        && self
+                            .alloc
+                            .release_binding_seen_with(&b, rev, vec![counted])
+                            .await?
                     {
                         out.released.push(finding);
                     }

@@ -8,6 +8,7 @@ pub mod engine;
 pub mod error;
 pub mod gc;
 pub mod log;
+pub mod metrics;
 pub mod pod;
 pub mod stores;
 #[cfg(feature = "testing")]

@@ -300,13 +300,15 @@ fn api_trouble_fails_closed_with_error_11() {
     let e = add(api.kubeconfig(), "web").err(11);
     assert!(!e.contains(api.token()), "token leaked: {e}");
     let conf = network(&s, api.kubeconfig(), json!({}));
-    assert!(held(&s, &conf).is_empty());
+    // Refused before the store was even opened.
+    assert!(!s.data_dir().exists(), "a refused ADD opened the store");
     let log = std::fs::read_to_string(s.log_file()).expect("log");
     assert!(!log.contains(api.token()), "token in the log");
 
     // No pod named in CNI_ARGS: no lookup, so the API being down does not matter.
     let r = call("ADD", "ctr-plain", "eth0", &[], &conf).ok();
     assert!(addresses(&r)[0].starts_with("10.188.0."), "{r}");
+    assert_eq!(held(&s, &conf).len(), 1);
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! `kube-ipam gc`: the leak collector run as a loop (Deployment) or once (CronJob).
 
 use std::io::Write;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -8,6 +9,7 @@ use std::time::{Duration, Instant};
 use crate::config::NetConf;
 use crate::engine::Allocator;
 use crate::gc::{Collector, Finding, Pass};
+use crate::metrics::{counts, figures, server, Figures, Metrics};
 use crate::pod::kube::{KubeDirectory, REQUEST_TIMEOUT};
 use crate::pod::{self, PodDirectory};
 use crate::{stores, Error, Result};
@@ -18,6 +20,7 @@ pub struct Options {
     pub interval: Duration,
     pub once: bool,
     pub dry_run: bool,
+    pub metrics_address: Option<SocketAddr>,
 }
 
 /// `--kubeconfig`, else the config's `kubeConfig` or the default file, else the service
@@ -35,9 +38,18 @@ async fn directory(conf: &NetConf, o: &Options) -> Result<Arc<dyn PodDirectory>>
 
 pub async fn run(conf: &NetConf, o: &Options) -> Result<i32> {
     let pods = directory(conf, o).await?;
-    let store = stores::open_existing(conf).await?;
+    let store: Arc<dyn kube_ipam_store::LeaseStore> = Arc::from(stores::open_existing(conf).await?);
     let keys = kube_ipam_store::Keys::new(&conf.ipam.key_prefix, &conf.name);
-    let alloc = Allocator::new(store, keys, &conf.ipam);
+    let alloc = Allocator::new(store.clone(), keys, &conf.ipam);
+    let metrics = match o.metrics_address {
+        Some(addr) => {
+            let m = Arc::new(Metrics::new(&conf.name));
+            let bound = server::serve(addr, m.clone(), store).await?;
+            println!("serving /metrics and /healthz on {bound}");
+            Some(m)
+        }
+        None => None,
+    };
     let mut gc = Collector::new(&alloc, pods.as_ref(), o.grace);
     if o.dry_run {
         let p = gc.pass(Instant::now(), true).await?;
@@ -53,7 +65,25 @@ pub async fn run(conf: &NetConf, o: &Options) -> Result<i32> {
     let mut number = 0u64;
     loop {
         number += 1;
-        let outcome = gc.pass(Instant::now(), false).await;
+        let started = Instant::now();
+        let mut outcome = gc.pass(started, false).await;
+        let mut fig = Figures::default();
+        if outcome.is_ok() {
+            // Events are folded every pass, scraped or not, so they never pile up.
+            let read = match counts::fold(alloc.store(), alloc.keys()).await {
+                Ok(()) if metrics.is_some() => figures::read(&alloc).await,
+                other => other.map(|()| Figures::default()),
+            };
+            match read {
+                Ok(f) => fig = f,
+                // With an endpoint the figures are part of the pass: not reading them fails it.
+                Err(e) if metrics.is_some() => outcome = Err(e),
+                Err(e) => eprintln!("kube-ipam: pass {number}: cannot fold counter events: {e}"),
+            }
+        }
+        if let Some(m) = &metrics {
+            m.pass(started.elapsed(), outcome.as_ref().map(|_| fig));
+        }
         let wait = match &outcome {
             Ok(p) => {
                 report(number, p);

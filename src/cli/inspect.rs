@@ -122,28 +122,11 @@ pub async fn ls(conf: &NetConf, f: &Filter, output: Output) -> Result<i32> {
 
 pub async fn usage(conf: &NetConf, output: Output) -> Result<i32> {
     let alloc = allocator(conf).await?;
-    let keys = alloc.keys();
-    let mut rows = Vec::new();
-    for pool in alloc.pools() {
-        let (from, to) = keys.ip_range(pool.addr(pool.start), pool.addr(pool.end));
-        let used = alloc.store().count(&from, &to).await? as u128;
-        let size = pool.size();
-        rows.push((pool.id.clone(), size, used.min(size)));
-    }
+    // The same figures the collector serves at /metrics, so scripts and dashboards agree.
+    let fig = crate::metrics::figures::read(&alloc).await?;
     match output {
         Output::Json => {
-            let items: Vec<Value> = rows
-                .iter()
-                .map(|(id, size, used)| {
-                    json!({
-                        "range": id,
-                        "size": size.to_string(),
-                        "used": used.to_string(),
-                        "free": (size - used).to_string(),
-                        "percent": percent(*used, *size),
-                    })
-                })
-                .collect();
+            let items: Vec<Value> = fig.ranges.iter().map(|r| r.to_json()).collect();
             println!("{}", Value::Array(items));
         }
         Output::Table => {
@@ -151,8 +134,9 @@ pub async fn usage(conf: &NetConf, output: Output) -> Result<i32> {
                 "{:<50} {:>12} {:>12} {:>12} {:>7}",
                 "RANGE", "SIZE", "USED", "FREE", "USE%"
             );
-            for (id, size, used) in &rows {
-                let pct = percent(*used, *size);
+            for r in &fig.ranges {
+                let (id, size, used) = (&r.id, r.size, r.used());
+                let pct = percent(used, size);
                 let filled = (pct / 5.0).round() as usize;
                 println!(
                     "{:<50} {:>12} {:>12} {:>12} {:>6.1}% [{}{}]",

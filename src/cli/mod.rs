@@ -97,6 +97,10 @@ enum Cmd {
         /// One pass; print what would be released, release nothing.
         #[arg(long)]
         dry_run: bool,
+        /// Serve OpenMetrics at /metrics and liveness at /healthz on this address,
+        /// e.g. 0.0.0.0:9464.
+        #[arg(long)]
+        metrics_address: Option<std::net::SocketAddr>,
     },
     /// Checks that address records and owner records agree; exits 1 on any problem.
     CheckStore {
@@ -141,10 +145,19 @@ enum ConfigCmd {
 /// Runs the CLI; returns the process exit code. Output goes to stdout, problems to stderr.
 pub fn main() -> i32 {
     let cli = Cli::parse();
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    // A scrape or a health probe must not wait for a pass busy reading a large store.
+    let serving = matches!(
+        cli.command,
+        Cmd::Gc {
+            metrics_address: Some(_),
+            ..
+        }
+    );
+    let mut builder = match serving {
+        true => tokio::runtime::Builder::new_multi_thread(),
+        false => tokio::runtime::Builder::new_current_thread(),
+    };
+    let rt = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("kube-ipam: cannot start runtime: {e}");
@@ -183,6 +196,7 @@ async fn run(cmd: Cmd) -> Result<i32> {
             interval,
             once,
             dry_run,
+            metrics_address,
         } => {
             let o = collect::Options {
                 kubeconfig,
@@ -190,6 +204,7 @@ async fn run(cmd: Cmd) -> Result<i32> {
                 interval,
                 once,
                 dry_run,
+                metrics_address,
             };
             collect::run(&load(&conf)?, &o).await
         }

@@ -14,6 +14,7 @@ use rand::Rng;
 use super::original::OriginalHeld;
 use super::pool::{to_u128, Pool};
 use super::search::find_free_avoiding;
+use crate::metrics::counts::{self, Counter};
 use crate::{Error, Result};
 
 use super::allocator::{
@@ -380,16 +381,22 @@ impl<S: LeaseStore> Allocator<S> {
     /// Releases the attachment of a holder that is gone, as its DEL would have.
     async fn take_over(&self, ip: IpAddr, rec: &IpRecord, rev: Revision, why: &str) -> Result<()> {
         let h = &rec.holder;
+        let counted = counts::event(
+            &self.keys,
+            Counter::Takeovers,
+            [rec.range.as_str()].into_iter(),
+        );
         let done = match self.attachment(&h.container_id, &h.ifname).await? {
             Some((att, att_rev)) if att.ips.iter().any(|i| i.address == ip) => {
-                self.release_seen(&att, att_rev, Release::Park).await?
+                self.release_seen_with(&att, att_rev, Release::Park, vec![counted])
+                    .await?
             }
             _ => {
                 let key = self.keys.ip(ip);
                 self.store
                     .commit(
                         &[Compare::Revision(key.clone(), rev)],
-                        &[Mutation::Delete(key)],
+                        &[Mutation::Delete(key), counted],
                     )
                     .await?
             }

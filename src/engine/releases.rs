@@ -9,6 +9,7 @@ use kube_ipam_store::{
 };
 
 use crate::config::AttachmentRef;
+use crate::metrics::counts::{self, Counter};
 use crate::{Error, Result};
 
 use super::allocator::{Allocator, Release, MAX_RELEASE_ATTEMPTS};
@@ -39,6 +40,17 @@ impl<S: LeaseStore> Allocator<S> {
         att: &Attachment,
         rev: Revision,
         mode: Release,
+    ) -> Result<bool> {
+        self.release_seen_with(att, rev, mode, Vec::new()).await
+    }
+
+    /// [`Self::release_seen`], with `extra` writes (a counter event) in the same commit.
+    pub async fn release_seen_with(
+        &self,
+        att: &Attachment,
+        rev: Revision,
+        mode: Release,
+        extra: Vec<Mutation>,
     ) -> Result<bool> {
         let owner_key = self
             .keys
@@ -84,6 +96,7 @@ impl<S: LeaseStore> Allocator<S> {
                     .await?;
             }
         }
+        mutations.extend(extra);
         Ok(self.store.commit(&compares, &mutations).await?)
     }
 
@@ -108,6 +121,16 @@ impl<S: LeaseStore> Allocator<S> {
     /// Compare-and-delete of a binding exactly as it was read at `rev`, with the addresses
     /// parked for it; `false` if anything changed since.
     pub async fn release_binding_seen(&self, b: &Binding, rev: Revision) -> Result<bool> {
+        self.release_binding_seen_with(b, rev, Vec::new()).await
+    }
+
+    /// [`Self::release_binding_seen`], with `extra` writes in the same commit.
+    pub async fn release_binding_seen_with(
+        &self,
+        b: &Binding,
+        rev: Revision,
+        extra: Vec<Mutation>,
+    ) -> Result<bool> {
         let pod = &b.pod;
         let key = self.keys.binding(&pod.namespace, &pod.name);
         let mut compares = vec![Compare::Revision(key.clone(), rev)];
@@ -122,6 +145,7 @@ impl<S: LeaseStore> Allocator<S> {
                 }
             }
         }
+        mutations.extend(extra);
         Ok(self.store.commit(&compares, &mutations).await?)
     }
 
@@ -191,7 +215,12 @@ impl<S: LeaseStore> Allocator<S> {
             if kept {
                 continue;
             }
-            match self.release_seen(&att, e.revision, Release::Park).await {
+            let ranges = att.ips.iter().map(|i| i.range.as_str());
+            let counted = counts::event(&self.keys, Counter::LeaksCniGc, ranges);
+            match self
+                .release_seen_with(&att, e.revision, Release::Park, vec![counted])
+                .await
+            {
                 Ok(true) => freed.push(att),
                 // Changed since it was read: its own DEL or ADD is under way.
                 Ok(false) => {}

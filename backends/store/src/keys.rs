@@ -5,6 +5,8 @@
 //! <prefix>/<network>/ip/6/<32 hex digits>         -> IpRecord   (one per IPv6 address held)
 //! <prefix>/<network>/owner/<container id>/<ifname> -> Attachment (what one attachment holds)
 //! <prefix>/<network>/pod/<namespace>/<name>         -> Binding    (fixed or sticky addresses of a pod)
+//! <prefix>/<network>/stats/event/<unique id>        -> one release or takeover, for the counters
+//! <prefix>/<network>/stats/totals                   -> events already folded into totals
 //! ```
 //!
 //! Addresses are fixed-width hex so that key order is address order: a window of a range is one
@@ -106,6 +108,22 @@ impl Keys {
     /// Every pod binding of the network: `[from, to)`.
     pub fn bindings(&self) -> (String, String) {
         span(&format!("{}pod/", self.root))
+    }
+
+    /// A counted event, written in the commit that made it happen. Each has its own key so
+    /// that concurrent releases never compete for one counter.
+    pub fn event(&self, id: &str) -> String {
+        format!("{}stats/event/{}", self.root, id)
+    }
+
+    /// Every counted event not yet folded into the totals: `[from, to)`.
+    pub fn events(&self) -> (String, String) {
+        span(&format!("{}stats/event/", self.root))
+    }
+
+    /// The totals events are folded into; only the collector writes it.
+    pub fn totals(&self) -> String {
+        format!("{}stats/totals", self.root)
     }
 }
 
