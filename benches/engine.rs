@@ -45,7 +45,7 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use kube_ipam::config::{IpamConf, Range, RangeSet};
 use kube_ipam::engine::search::find_free;
 use kube_ipam::engine::{AddRequest, Allocator, Bitmap, Pool};
-use kube_ipam_sled::SledStore;
+use kube_ipam_sqlite::SqliteStore;
 use kube_ipam_store::{Holder, Keys, LeaseStore, MemoryStore, Mutation};
 
 fn conf(subnet: &str, start: &str, end: &str) -> IpamConf {
@@ -70,6 +70,7 @@ fn conf(subnet: &str, start: &str, end: &str) -> IpamConf {
         sticky_ips: false,
         log_max_bytes: 10 << 20,
         key_prefix: "/kube-ipam".into(),
+        call_timeout: kube_ipam::config::DEFAULT_CALL_TIMEOUT,
     }
 }
 
@@ -295,7 +296,7 @@ fn memory(c: &mut Criterion) {
 
 /// A sled store in a temporary directory; the store closes before the directory goes.
 struct Sled {
-    alloc: Allocator<SledStore>,
+    alloc: Allocator<SqliteStore>,
     _dir: tempfile::TempDir,
 }
 
@@ -320,7 +321,7 @@ fn sled(c: &mut Criterion) {
         g.bench_function(&id, |b| {
             let s = made.get_or_insert_with(|| {
                 let dir = tempfile::tempdir().expect("tempdir");
-                let store = SledStore::open(dir.path(), Duration::from_secs(5)).expect("sled");
+                let store = SqliteStore::open(dir.path(), Duration::from_secs(5)).expect("sqlite");
                 Sled {
                     alloc: allocator(&rt, &id, store, case, permille, 10_000),
                     _dir: dir,

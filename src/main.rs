@@ -9,7 +9,7 @@ use kube_ipam::cni;
 const MAX_STDIN: u64 = 16 << 20;
 
 fn main() {
-    // Everything kube-ipam writes (store, lock, log) names pods and their addresses, and sled
+    // Everything kube-ipam writes (store, log) names pods and their addresses, and SQLite
     // creates its files with the default mode: nothing it makes is for other users.
     // SAFETY: umask only sets this process's file-creation mask; it cannot fail.
     unsafe {

@@ -66,6 +66,9 @@ pub struct IpamConf {
     pub sticky_ips: bool,
     /// `keyPrefix`: root of every store key (default `/kube-ipam`).
     pub key_prefix: String,
+    /// `callTimeout` in seconds (default 20): the most one call may take, on either store,
+    /// waits for other processes and retries included.
+    pub call_timeout: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -62,6 +62,9 @@ pub(crate) struct RawIpam {
     pub sticky_ips: Option<bool>,
     #[serde(rename = "keyPrefix")]
     pub key_prefix: Option<String>,
+    /// Seconds.
+    #[serde(rename = "callTimeout")]
+    pub call_timeout: Option<f64>,
 }
 
 impl RawIpam {

@@ -29,6 +29,7 @@ pub(crate) fn ipam(sets: Vec<Vec<Range>>) -> IpamConf {
         sticky_ips: false,
         log_max_bytes: 10 << 20,
         key_prefix: "/kube-ipam".into(),
+        call_timeout: crate::config::DEFAULT_CALL_TIMEOUT,
     }
 }
 
