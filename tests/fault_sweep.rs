@@ -2,11 +2,11 @@
 //!
 //! Each write-type system call of a call (an ADD on a new network, an ADD on a store in use,
 //! a DEL), its first to twelfth occurrence, is replaced under `strace -e inject=...` by a
-//! SIGKILL of the plugin or by ENOSPC. After each, the next calls must find a store they can
-//! open and use: every attachment committed before is there, the interrupted call's is all
-//! there or not at all (and there if it was reported done), `check-store` finds nothing
-//! wrong, and a retry of the interrupted call succeeds. A failed call answers a CNI error,
-//! never a panic, never "corrupt store".
+//! SIGKILL of the plugin or by ENOSPC, and each sync call also by EIO. After each, the next
+//! calls must find a store they can open and use: every attachment committed before is there,
+//! the interrupted call's is all there or not at all (and there if it was reported done),
+//! `check-store` finds nothing wrong, and a retry of the interrupted call succeeds. A failed
+//! call answers a CNI error, never a panic, never "corrupt store".
 //!
 //! Also a real 2 MiB tmpfs that fills up in the middle of a run and is emptied again.
 
@@ -47,6 +47,8 @@ const OCCURRENCES: usize = 12;
 enum Fault {
     Kill,
     Enospc,
+    /// Only for the sync calls: the way a failing disk answers an fsync.
+    Eio,
 }
 
 impl Fault {
@@ -54,6 +56,7 @@ impl Fault {
         match self {
             Fault::Kill => format!("inject={syscall}:signal=SIGKILL:when={n}"),
             Fault::Enospc => format!("inject={syscall}:error=ENOSPC:when={n}"),
+            Fault::Eio => format!("inject={syscall}:error=EIO:when={n}"),
         }
     }
 }
@@ -310,7 +313,10 @@ fn no_kill_or_enospc_at_any_write_leaves_an_unusable_store() {
         let mut work = Vec::new();
         for (syscall, &count) in &counts {
             for n in 1..=count.min(OCCURRENCES) {
-                for fault in [Fault::Kill, Fault::Enospc] {
+                for fault in [Fault::Kill, Fault::Enospc, Fault::Eio] {
+                    if matches!(fault, Fault::Eio) && !syscall.contains("sync") {
+                        continue;
+                    }
                     work.push((syscall.clone(), n, fault));
                 }
             }
@@ -347,7 +353,11 @@ fn no_kill_or_enospc_at_any_write_leaves_an_unusable_store() {
     );
     // The injections did happen: a kill that never lands or an error that is never seen
     // would make every point above pass without testing anything.
-    let kills = points / 2;
+    let kills: usize = ends
+        .iter()
+        .filter(|((fault, _), _)| fault == "Kill")
+        .map(|(_, n)| n)
+        .sum();
     let killed = ends
         .get(&("Kill".into(), Ended::Killed))
         .copied()
@@ -360,6 +370,11 @@ fn no_kill_or_enospc_at_any_write_leaves_an_unusable_store() {
     assert!(
         refused * 2 > kills,
         "few ENOSPC reached the caller: {ends:?}"
+    );
+    let eio = ends.get(&("Eio".into(), Ended::Failed)).copied();
+    assert!(
+        eio > Some(0),
+        "no failed fsync reached the caller: {ends:?}"
     );
 }
 

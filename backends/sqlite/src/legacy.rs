@@ -3,7 +3,7 @@
 
 use std::fs::{self, File, OpenOptions, TryLockError};
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use kube_ipam_store::StoreError;
 use rusqlite::params;
@@ -63,7 +63,7 @@ pub fn convert(dir: &Path) -> Result<u64, StoreError> {
     remove_with_sidecars(&tmp)?;
     let at = tmp.as_path();
     let fail = |action: &'static str| move |e| sqlite_error(action, at, e);
-    let mut conn = connect(&tmp, Duration::from_secs(10))?;
+    let mut conn = connect(&tmp, Instant::now() + Duration::from_secs(10))?;
     let tx = conn.transaction().map_err(fail("writing"))?;
     let mut copied = 0u64;
     let mut last = 0u64;

@@ -92,7 +92,7 @@ impl SqliteStore {
         if !wal_path(&path).exists() && !unsynced.iter().any(|d| d == dir) {
             unsynced.push(dir.to_owned());
         }
-        let conn = connect(&path, lock_timeout)?;
+        let conn = connect(&path, deadline)?;
         Ok(SqliteStore {
             conn: Mutex::new(conn),
             path,
@@ -200,8 +200,9 @@ impl SqliteStore {
     }
 }
 
-/// Opens `path` and makes it a kube-ipam store if it is not one yet.
-fn connect(path: &Path, wait: Duration) -> Result<Connection, StoreError> {
+/// Opens `path` and makes it a kube-ipam store if it is not one yet, waiting for other
+/// writers until `deadline` at most, over all steps together.
+fn connect(path: &Path, deadline: Instant) -> Result<Connection, StoreError> {
     let fail = |action: &'static str| move |e| sqlite_error(action, path, e);
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
         | OpenFlags::SQLITE_OPEN_CREATE
@@ -211,7 +212,11 @@ fn connect(path: &Path, wait: Duration) -> Result<Connection, StoreError> {
         let conn = &conn;
         move |e| sqlite_error_on(conn, action, path, e)
     };
-    conn.busy_timeout(wait).map_err(fail("configuring"))?;
+    let wait = || {
+        conn.busy_timeout(deadline.saturating_duration_since(Instant::now()))
+            .map_err(fail("configuring"))
+    };
+    wait()?;
     // FULL: a commit's log frames are fsynced before COMMIT returns (NORMAL would only sync
     // at checkpoints and could lose an address already handed out).
     conn.execute_batch(
@@ -228,6 +233,7 @@ fn connect(path: &Path, wait: Duration) -> Result<Connection, StoreError> {
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .map_err(fail("reading"))?;
     if version == 0 {
+        wait()?;
         set_up(&conn, path)?;
     } else if version > SCHEMA_VERSION {
         return Err(StoreError::Config(format!(
@@ -235,6 +241,7 @@ fn connect(path: &Path, wait: Duration) -> Result<Connection, StoreError> {
             path.display()
         )));
     }
+    wait()?;
     wal_mode(&conn, path)?;
     Ok(conn)
 }
