@@ -212,14 +212,14 @@ fn point(
         _ => Ended::Failed,
     };
     let told = if out.code == 0 && out.stdout.trim().is_empty() && sc.verb == "ADD" {
-        // The fault hit the write of the reply itself.
-        Told::Nothing
+        return Err(format!("ADD exited 0 without a result: {here}"));
     } else if out.code == 0 {
         match sc.verb {
             "ADD" => Told::Holds(out.ip()),
             _ => Told::Freed,
         }
     } else {
+        // With the reply's own write failed, only the exit code and stderr are left.
         if !out.stdout.trim().is_empty() {
             let (code, _) = out.cni_error();
             if code != 5 && code != 11 {
