@@ -1,5 +1,5 @@
 //! Engine benches: the window bitmap alone, the range search alone, and a full allocate +
-//! release cycle, over the in-memory store and the sled store, in ranges from a /24 to a /8
+//! release cycle, over the in-memory store and the SQLite store, in ranges from a /24 to a /8
 //! and a /64, each pre-filled to a given level. The search reads windows of 1024 keys from a
 //! random start, so its cost follows the density around that start, not the size of the range:
 //! once a range spans more than one window, a bigger one at the same fill reads no more.
@@ -31,11 +31,10 @@
 //!
 //! Setup of each case happens only when its id passes the command-line filter, once, and is
 //! reported on stderr (`setup <id>: <n> records in <s>, rss <MiB>`). Over the memory store the
-//! /8 at 99.9 % (16.8 M records) takes about 9 s to write and 2.5 GiB. The sled store measures
-//! the /8 empty only: writing its records through `commit` (the store exposes nothing faster)
-//! runs at about 90 000 a second, so the /8 at 99 % (16.6 M) needs about three minutes of
-//! setup and at 50 % or 99.9 % no less. Set `KUBE_IPAM_BENCH_SLED_BIG=1` to add
-//! `add_release/sled/v4_8/99` anyway.
+//! /8 at 99.9 % (16.8 M records) takes about 9 s to write and 2.5 GiB. The SQLite store
+//! measures the /8 empty only: its records go in through `commit` (the store exposes nothing
+//! faster), and the /8 at 99 % (16.6 M) needs minutes of setup. Set
+//! `KUBE_IPAM_BENCH_SQLITE_BIG=1` to add `add_release/sqlite/v4_8/99` anyway.
 
 use std::hint::black_box;
 use std::path::PathBuf;
@@ -45,7 +44,7 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use kube_ipam::config::{IpamConf, Range, RangeSet};
 use kube_ipam::engine::search::find_free;
 use kube_ipam::engine::{AddRequest, Allocator, Bitmap, Pool};
-use kube_ipam_sled::SledStore;
+use kube_ipam_sqlite::SqliteStore;
 use kube_ipam_store::{Holder, Keys, LeaseStore, MemoryStore, Mutation};
 
 fn conf(subnet: &str, start: &str, end: &str) -> IpamConf {
@@ -71,6 +70,7 @@ fn conf(subnet: &str, start: &str, end: &str) -> IpamConf {
         log_max_bytes: 10 << 20,
         key_prefix: "/kube-ipam".into(),
         write_original_keys: false,
+        call_timeout: kube_ipam::config::DEFAULT_CALL_TIMEOUT,
     }
 }
 
@@ -294,13 +294,13 @@ fn memory(c: &mut Criterion) {
     }
 }
 
-/// A sled store in a temporary directory; the store closes before the directory goes.
-struct Sled {
-    alloc: Allocator<SledStore>,
+/// A SQLite store in a temporary directory; the store closes before the directory goes.
+struct Sqlite {
+    alloc: Allocator<SqliteStore>,
     _dir: tempfile::TempDir,
 }
 
-fn sled(c: &mut Criterion) {
+fn sqlite(c: &mut Criterion) {
     let rt = runtime();
     let mut cases: Vec<(Case, &str, u128)> = Vec::new();
     for case in [V4_24, V4_16] {
@@ -310,19 +310,19 @@ fn sled(c: &mut Criterion) {
     }
     cases.push((V4_8, "0", 0));
     // 16.6 M records through `commit` take about three minutes to write: opt in.
-    if std::env::var_os("KUBE_IPAM_BENCH_SLED_BIG").is_some() {
+    if std::env::var_os("KUBE_IPAM_BENCH_SQLITE_BIG").is_some() {
         cases.push((V4_8, "99", 990));
     }
     let mut g = c.benchmark_group("add_release");
     for (case, label, permille) in cases {
-        let id = format!("sled/{}/{label}", case.0);
-        let mut made: Option<Sled> = None;
+        let id = format!("sqlite/{}/{label}", case.0);
+        let mut made: Option<Sqlite> = None;
         let mut n = 0u64;
         g.bench_function(&id, |b| {
             let s = made.get_or_insert_with(|| {
                 let dir = tempfile::tempdir().expect("tempdir");
-                let store = SledStore::open(dir.path(), Duration::from_secs(5)).expect("sled");
-                Sled {
+                let store = SqliteStore::open(dir.path(), Duration::from_secs(5)).expect("sqlite");
+                Sqlite {
                     alloc: allocator(&rt, &id, store, case, permille, 10_000),
                     _dir: dir,
                 }
@@ -336,5 +336,5 @@ fn sled(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bitmap, memory, sled);
+criterion_group!(benches, bitmap, memory, sqlite);
 criterion_main!(benches);

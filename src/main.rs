@@ -9,7 +9,7 @@ use kube_ipam::cni;
 const MAX_STDIN: u64 = 16 << 20;
 
 fn main() {
-    // Everything kube-ipam writes (store, lock, log) names pods and their addresses, and sled
+    // Everything kube-ipam writes (store, log) names pods and their addresses, and SQLite
     // creates its files with the default mode: nothing it makes is for other users.
     // SAFETY: umask only sets this process's file-creation mask; it cannot fail.
     unsafe {
@@ -67,9 +67,16 @@ fn cni_main() -> ! {
         },
     };
     let mut out = std::io::stdout().lock();
-    let _ = out.write_all(&reply.stdout);
-    let _ = out.flush();
-    std::process::exit(reply.exit_code)
+    let written = out.write_all(&reply.stdout).and_then(|()| out.flush());
+    // A runtime that reads no result must not be told the call succeeded: it would have no
+    // address to configure, and would not know to DEL.
+    match written {
+        Err(e) if reply.exit_code == 0 => {
+            eprintln!("kube-ipam: cannot write the result: {e}");
+            std::process::exit(1)
+        }
+        _ => std::process::exit(reply.exit_code),
+    }
 }
 
 fn io_error_reply(reason: &str) -> cni::Reply {

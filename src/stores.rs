@@ -1,20 +1,17 @@
-//! Opens the store a network config asks for: etcd when `etcdConfig` is given, else sled.
+//! Opens the store a network config asks for: etcd when `etcdConfig` is given, else the
+//! embedded SQLite store.
 
-use std::time::Duration;
+use std::time::Instant;
 
 use kube_ipam_etcd::{EtcdOptions, EtcdStore, TlsFiles};
-use kube_ipam_sled::SledStore;
+use kube_ipam_sqlite::SqliteStore;
 use kube_ipam_store::LeaseStore;
 
 use crate::config::NetConf;
 use crate::{Error, Result};
 
-/// How long a call waits for other calls on the same node to finish with the embedded store.
-/// Well below kubelet's patience, well above the time of a burst of pods.
-const LOCK_TIMEOUT: Duration = Duration::from_secs(20);
-
 /// The embedded store's place for this network: one database per network, so networks never
-/// wait on each other's lock.
+/// wait on each other's writers.
 pub fn embedded_path(conf: &NetConf) -> std::path::PathBuf {
     conf.ipam.data_dir.join(&conf.name)
 }
@@ -37,7 +34,16 @@ pub async fn open_existing(conf: &NetConf) -> Result<Box<dyn LeaseStore>> {
     open(conf).await
 }
 
+/// Opens the store, allowing waits for other processes for `callTimeout` from now.
 pub async fn open(conf: &NetConf) -> Result<Box<dyn LeaseStore>> {
+    open_until(conf, Instant::now() + conf.ipam.call_timeout).await
+}
+
+/// Opens the store for a call that must be over by `deadline`.
+///
+/// The embedded store waits for other writers inside SQLite, synchronously, where no outer
+/// timer can cut the wait short: it is given only the time the call has left.
+pub async fn open_until(conf: &NetConf, deadline: Instant) -> Result<Box<dyn LeaseStore>> {
     match &conf.ipam.etcd {
         Some(etcd) => {
             let opts = EtcdOptions {
@@ -52,9 +58,9 @@ pub async fn open(conf: &NetConf) -> Result<Box<dyn LeaseStore>> {
             };
             Ok(Box::new(EtcdStore::connect(opts).await?))
         }
-        None => Ok(Box::new(SledStore::open(
-            &embedded_path(conf),
-            LOCK_TIMEOUT,
-        )?)),
+        None => {
+            let left = deadline.saturating_duration_since(Instant::now());
+            Ok(Box::new(SqliteStore::open(&embedded_path(conf), left)?))
+        }
     }
 }

@@ -137,7 +137,7 @@ fn judge(verb: &str, out: &Out, codes: &mut BTreeMap<u64, usize>) -> Known {
 }
 
 /// Kills arrive while the store is being opened, read, written and flushed, and while calls
-/// queue on its lock; sled's recovery and the allocator's commits must leave nothing a later
+/// queue on its lock; SQLite's recovery and the allocator's commits must leave nothing a later
 /// call or `check-store` trips over.
 #[test]
 fn sigkill_during_add_and_del_leaves_a_consistent_store() {
@@ -374,7 +374,7 @@ fn unwritable_log_file_does_not_cost_an_address() {
 /// The store and the log name pods and their addresses: nobody but root may read them, and
 /// that must not depend on the umask the runtime happens to run the plugin with.
 #[test]
-fn sled_directory_and_log_are_private() {
+fn store_directory_and_log_are_private() {
     let net = Net::new(Scratch::new(), json!({"subnet": "10.94.0.0/24"}));
     net.call("ADD", "private").ip();
 

@@ -124,6 +124,9 @@ enum Cmd {
         #[arg(long)]
         take_outside: bool,
     },
+    /// Converts the store an earlier release kept in DIR (`<dataDir>/<network>`, sled) into
+    /// the current one, keeping every record; the plugin refuses that directory until then.
+    ConvertStore { dir: PathBuf },
     /// Network config tools.
     Config {
         #[command(subcommand)]
@@ -222,6 +225,11 @@ async fn run(cmd: Cmd) -> Result<i32> {
                 take_outside,
             };
             import::run(&load(&conf)?, &o).await
+        }
+        Cmd::ConvertStore { dir } => {
+            let copied = kube_ipam_sqlite::legacy::convert(&dir)?;
+            println!("{}: converted, {copied} records", dir.display());
+            Ok(0)
         }
         Cmd::Config {
             command: ConfigCmd::Check { file },

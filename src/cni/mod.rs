@@ -78,7 +78,15 @@ pub async fn run(vars: &HashMap<String, String>, stdin: &[u8]) -> Reply {
         &conf.ipam.log_level,
         conf.ipam.log_max_bytes,
     );
-    match dispatch(&env, &conf).await {
+    let deadline = started + conf.ipam.call_timeout;
+    let within = tokio::time::timeout_at(deadline.into(), dispatch(&env, &conf, deadline));
+    let answer = within.await.unwrap_or_else(|_| {
+        Err(Error::TryAgain(format!(
+            "the call did not finish within ipam.callTimeout ({:?})",
+            conf.ipam.call_timeout
+        )))
+    });
+    match answer {
         Ok(body) => Reply::ok(body),
         Err(e) => {
             tracing::error!(
@@ -145,7 +153,7 @@ fn pod_label(env: &Env) -> String {
     }
 }
 
-async fn dispatch(env: &Env, conf: &NetConf) -> Result<Option<Value>> {
+async fn dispatch(env: &Env, conf: &NetConf, deadline: Instant) -> Result<Option<Value>> {
     if let Some(why) = &env.args.not_a_pod {
         tracing::warn!(
             command = env.command.as_str(),
@@ -185,7 +193,7 @@ async fn dispatch(env: &Env, conf: &NetConf) -> Result<Option<Value>> {
         Command::Add => Some(Asker::resolve(env, conf).await?),
         _ => None,
     };
-    let store = match stores::open(conf).await {
+    let store = match stores::open_until(conf, deadline).await {
         Ok(s) => s,
         // STATUS answers "not now" only for what may pass; a wrong config stays error 7.
         Err(e)

@@ -70,6 +70,9 @@ pub struct IpamConf {
     /// also writes its `used/<ip>` key and every release deletes it, so nodes still running
     /// the original see what this one holds.
     pub write_original_keys: bool,
+    /// `callTimeout` in seconds (default 20): the most one call may take, on either store,
+    /// waits for other processes and retries included.
+    pub call_timeout: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq)]

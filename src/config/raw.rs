@@ -64,6 +64,9 @@ pub(crate) struct RawIpam {
     pub key_prefix: Option<String>,
     #[serde(rename = "writeOriginalKeys")]
     pub write_original_keys: Option<bool>,
+    /// Seconds.
+    #[serde(rename = "callTimeout")]
+    pub call_timeout: Option<f64>,
 }
 
 impl RawIpam {

@@ -30,6 +30,7 @@ pub(crate) fn ipam(sets: Vec<Vec<Range>>) -> IpamConf {
         log_max_bytes: 10 << 20,
         key_prefix: "/kube-ipam".into(),
         write_original_keys: false,
+        call_timeout: crate::config::DEFAULT_CALL_TIMEOUT,
     }
 }
 

@@ -107,7 +107,12 @@ fn endpoints(field: &str, urls: &str, errs: &mut Errors) -> Vec<String> {
     out
 }
 
-fn timeout(field: &str, raw: Option<f64>, default: Duration, errs: &mut Errors) -> Duration {
+pub(super) fn timeout(
+    field: &str,
+    raw: Option<f64>,
+    default: Duration,
+    errs: &mut Errors,
+) -> Duration {
     let Some(secs) = raw else {
         return default;
     };

@@ -20,7 +20,7 @@ mod ranges;
 mod requests;
 mod routes;
 
-use etcd::etcd;
+use etcd::{etcd, timeout};
 use ranges::range_sets;
 use requests::{attachments, requested_ips};
 use routes::route;
@@ -34,6 +34,9 @@ pub const DEFAULT_KEY_PREFIX: &str = "/kube-ipam";
 pub const LOG_LEVELS: [&str; 5] = ["error", "warn", "info", "debug", "trace"];
 pub const DEFAULT_DIAL_TIMEOUT: Duration = Duration::from_secs(3);
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// Well below the runtime's own patience (kubelet gives a sandbox minutes), well above a
+/// burst of pods queueing on one node's store or a few etcd retries.
+pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// A timeout beyond this is a typo (milliseconds written as seconds) rather than a wish: the
 /// runtime kills a CNI call long before.
@@ -247,6 +250,12 @@ fn ipam_conf(
         sticky_ips: ipam.sticky_ips.unwrap_or(false),
         key_prefix,
         write_original_keys,
+        call_timeout: timeout(
+            "ipam.callTimeout",
+            ipam.call_timeout,
+            DEFAULT_CALL_TIMEOUT,
+            errs,
+        ),
     }
 }
 
