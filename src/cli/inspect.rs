@@ -220,7 +220,6 @@ pub async fn release(conf: &NetConf, ip: IpAddr) -> Result<i32> {
         // A record nothing else lists: free just that record, as it was read.
         _ => {
             alloc
-                .store()
                 .commit(
                     &[Compare::Revision(key.clone(), e.revision)],
                     &[Mutation::Delete(key)],

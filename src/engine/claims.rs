@@ -122,7 +122,7 @@ impl<S: LeaseStore> Allocator<S> {
                 )
                 .await?;
             }
-            match self.store.commit(&compares, &mutations).await {
+            match self.commit(&compares, &mutations).await {
                 Ok(true) => return Ok(attachment),
                 Ok(false) => {}
                 Err(e) if e.is_transient() => {
@@ -349,12 +349,11 @@ impl<S: LeaseStore> Allocator<S> {
             }
             _ => {
                 let key = self.keys.ip(ip);
-                self.store
-                    .commit(
-                        &[Compare::Revision(key.clone(), rev)],
-                        &[Mutation::Delete(key)],
-                    )
-                    .await?
+                self.commit(
+                    &[Compare::Revision(key.clone(), rev)],
+                    &[Mutation::Delete(key)],
+                )
+                .await?
             }
         };
         if done {

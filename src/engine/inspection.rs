@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use kube_ipam_store::records::decode;
 use kube_ipam_store::{Attachment, Binding, Holder, IpRecord, LeaseStore, PodRef, Revision};
 
-use super::search::is_full;
+use super::search::find_free;
 use crate::{Error, Result};
 
 use super::allocator::Allocator;
@@ -171,10 +171,15 @@ impl<S: LeaseStore> Allocator<S> {
             .ping()
             .await
             .map_err(|e| Error::StatusUnavailable(e.to_string()))?;
+        let mut rng = rand::rng();
+        let mut rnd = move || rand::Rng::random::<u128>(&mut rng);
         for set in &self.sets {
             let mut full = true;
             for p in set {
-                if !is_full(&self.store, &self.keys, p).await? {
+                if find_free(&self.store, &self.keys, p, &mut rnd)
+                    .await?
+                    .is_some()
+                {
                     full = false;
                     break;
                 }

@@ -3,6 +3,7 @@
 mod allocator;
 pub mod bitmap;
 mod claims;
+pub mod hints;
 mod inspection;
 pub mod pool;
 mod releases;
