@@ -242,15 +242,12 @@ pub async fn release(conf: &NetConf, ip: IpAddr) -> Result<i32> {
 
 pub async fn check_store(conf: &NetConf) -> Result<i32> {
     let alloc = allocator(conf).await?;
-    let problems = alloc.verify().await?;
-    for p in &problems {
+    let checked = alloc.verify_store().await?;
+    for p in &checked.problems {
         println!("{p}");
     }
-    if problems.is_empty() {
-        println!(
-            "consistent: {} attachments",
-            alloc.attachments().await?.len()
-        );
+    if checked.problems.is_empty() {
+        println!("consistent: {} attachments", checked.attachments);
         Ok(0)
     } else {
         Ok(1)

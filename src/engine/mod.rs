@@ -7,10 +7,12 @@ pub mod hints;
 mod inspection;
 pub mod pool;
 mod releases;
+pub mod scan;
 pub mod search;
 
 pub use allocator::{unix_now, AddRequest, Allocator, Release, Wanted};
 pub use bitmap::Bitmap;
+pub use inspection::Verified;
 pub use pool::Pool;
 
 #[cfg(test)]
