@@ -28,12 +28,14 @@ impl<S: LeaseStore> Allocator<S> {
 
     /// Every attachment of the network with its owner revision.
     pub async fn attachments(&self) -> Result<Vec<(Attachment, Revision)>> {
-        let (from, to) = self.keys.owners();
-        let entries = self.store.range(&from, &to, 0).await?;
-        entries
-            .iter()
-            .map(|e| Ok((decode(&e.key, &e.value)?, e.revision)))
-            .collect()
+        let mut scan = Scan::new(&self.store, self.keys.owners());
+        let mut out = Vec::new();
+        while let Some(page) = scan.next_page().await? {
+            for e in page {
+                out.push((decode(&e.key, &e.value)?, e.revision));
+            }
+        }
+        Ok(out)
     }
 
     /// The sticky binding of a pod and its revision.
@@ -47,12 +49,14 @@ impl<S: LeaseStore> Allocator<S> {
 
     /// Every sticky binding of the network with its revision.
     pub async fn bindings(&self) -> Result<Vec<(Binding, Revision)>> {
-        let (from, to) = self.keys.bindings();
-        let entries = self.store.range(&from, &to, 0).await?;
-        entries
-            .iter()
-            .map(|e| Ok((decode(&e.key, &e.value)?, e.revision)))
-            .collect()
+        let mut scan = Scan::new(&self.store, self.keys.bindings());
+        let mut out = Vec::new();
+        while let Some(page) = scan.next_page().await? {
+            for e in page {
+                out.push((decode(&e.key, &e.value)?, e.revision));
+            }
+        }
+        Ok(out)
     }
 
     /// CHECK: the attachment holds exactly `expected` and every record still names it.
