@@ -17,8 +17,8 @@ use kube_ipam_store::{
 use serde_json::{json, Value};
 use support::Scratch;
 
-/// More than two pages of 2000.
-const HELD: u32 = 4500;
+/// More than one page of 25,000.
+const HELD: u32 = 26_000;
 
 /// Writes `HELD` attachments of one address each, as ADD would have.
 fn fill(etcd: &EtcdServer, network: &str, range: &str) {
