@@ -17,8 +17,8 @@ cleanup() {
 # Free loopback ports: bind port 0 and let the kernel choose.
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
-# start_etcd NAME: a one-member etcd with its data in $T; sets ETCD_URL and ETCD_PID and
-# returns once it answers a health check.
+# start_etcd NAME [ETCD ARGS...]: a one-member etcd with its data in $T; sets ETCD_URL and
+# ETCD_PID and returns once it answers a health check.
 start_etcd() {
     local cport pport
     cport=$(free_port); pport=$(free_port)
@@ -26,7 +26,7 @@ start_etcd() {
     etcd --name "$1" --data-dir "$T/etcd" \
         --listen-client-urls "$ETCD_URL" --advertise-client-urls "$ETCD_URL" \
         --listen-peer-urls "http://127.0.0.1:$pport" --initial-advertise-peer-urls "http://127.0.0.1:$pport" \
-        --initial-cluster "$1=http://127.0.0.1:$pport" >"$T/etcd.log" 2>&1 &
+        --initial-cluster "$1=http://127.0.0.1:$pport" "${@:2}" >"$T/etcd.log" 2>&1 &
     ETCD_PID=$!
     export ETCDCTL_API=3
     for _ in $(seq 100); do

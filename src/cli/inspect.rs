@@ -1,5 +1,6 @@
 //! `ls`, `usage`, `show` and `release`: the store as operators need to see it.
 
+use std::io::{BufWriter, Write};
 use std::net::IpAddr;
 
 use kube_ipam_store::records::decode;
@@ -8,8 +9,9 @@ use serde_json::{json, Value};
 
 use super::Output;
 use crate::config::NetConf;
+use crate::engine::scan::Scan;
 use crate::engine::{unix_now, Allocator, Release};
-use crate::{stores, Result};
+use crate::{stores, Error, Result};
 
 pub struct Filter {
     pub pod: Option<String>,
@@ -24,19 +26,6 @@ async fn allocator(conf: &NetConf) -> Result<Allocator<Box<dyn LeaseStore>>> {
         Keys::new(&conf.ipam.key_prefix, &conf.name),
         &conf.ipam,
     ))
-}
-
-/// Every address record, in address order.
-async fn records<S: LeaseStore>(alloc: &Allocator<S>) -> Result<Vec<(IpAddr, IpRecord)>> {
-    let keys = alloc.keys();
-    let (from, to) = keys.ips();
-    let mut out = Vec::new();
-    for e in alloc.store().range(&from, &to, 0).await? {
-        if let Some(ip) = keys.parse_ip(&e.key) {
-            out.push((ip, decode(&e.key, &e.value)?));
-        }
-    }
-    Ok(out)
 }
 
 fn pod_of(r: &IpRecord) -> String {
@@ -59,23 +48,79 @@ fn age(created: u64) -> String {
 
 pub async fn ls(conf: &NetConf, f: &Filter, output: Output) -> Result<i32> {
     let alloc = allocator(conf).await?;
-    let rows: Vec<(IpAddr, IpRecord)> = records(&alloc)
-        .await?
-        .into_iter()
-        .filter(|(_, r)| f.pod.as_ref().is_none_or(|p| &pod_of(r) == p))
-        .filter(|(_, r)| f.node.as_ref().is_none_or(|n| &r.holder.node == n))
-        .filter(|(_, r)| {
-            f.range
-                .as_ref()
-                .is_none_or(|s| r.range.split(' ').next() == Some(s.as_str()))
-        })
-        .collect();
+    let mut out = BufWriter::new(std::io::stdout().lock());
+    match print_records(&alloc, f, output, &mut out).await {
+        Ok(()) => Ok(0),
+        // `kube-ipam ls | head`: the reader has what it wanted.
+        Err(Printed::Closed) => Ok(0),
+        Err(Printed::Io(e)) => Err(Error::Io {
+            path: "standard output".into(),
+            reason: e.to_string(),
+        }),
+        Err(Printed::Failed(e)) => Err(e),
+    }
+}
+
+/// Why printing stopped early.
+enum Printed {
+    /// Whoever read our output has gone.
+    Closed,
+    Io(std::io::Error),
+    Failed(Error),
+}
+
+impl From<std::io::Error> for Printed {
+    fn from(e: std::io::Error) -> Printed {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            Printed::Closed
+        } else {
+            Printed::Io(e)
+        }
+    }
+}
+
+impl From<Error> for Printed {
+    fn from(e: Error) -> Printed {
+        Printed::Failed(e)
+    }
+}
+
+/// Streams the address records matching `f`, a page at a time, so memory stays flat
+/// whatever the size of the store.
+async fn print_records<S: LeaseStore>(
+    alloc: &Allocator<S>,
+    f: &Filter,
+    output: Output,
+    out: &mut impl Write,
+) -> std::result::Result<(), Printed> {
+    let keys = alloc.keys();
+    let mut scan = Scan::new(alloc.store(), keys.ips());
+    let mut first = true;
     match output {
-        Output::Json => {
-            let items: Vec<Value> = rows
-                .iter()
-                .map(|(ip, r)| {
-                    json!({
+        Output::Json => write!(out, "[")?,
+        Output::Table => writeln!(
+            out,
+            "{:<40} {:<8} {:<30} {:<20} {:<8} {:<16} AGE",
+            "ADDRESS", "KIND", "POD", "CONTAINER", "IFNAME", "NODE"
+        )?,
+    }
+    while let Some(page) = scan.next_page().await? {
+        for e in page {
+            let Some(ip) = keys.parse_ip(&e.key) else {
+                continue;
+            };
+            let r: IpRecord = decode(&e.key, &e.value).map_err(Error::from)?;
+            let wanted = f.pod.as_ref().is_none_or(|p| &pod_of(&r) == p)
+                && f.node.as_ref().is_none_or(|n| &r.holder.node == n)
+                && f.range
+                    .as_ref()
+                    .is_none_or(|s| r.range.split(' ').next() == Some(s.as_str()));
+            if !wanted {
+                continue;
+            }
+            match output {
+                Output::Json => {
+                    let item = json!({
                         "address": ip.to_string(),
                         "kind": r.kind.to_string(),
                         "pod": r.holder.pod.as_ref().map(|p| format!("{}/{}", p.namespace, p.name)),
@@ -88,36 +133,39 @@ pub async fn ls(conf: &NetConf, f: &Filter, output: Output) -> Result<i32> {
                         "range": r.range,
                         "created": r.created,
                         "ageSeconds": unix_now().saturating_sub(r.created),
-                    })
-                })
-                .collect();
-            println!("{}", Value::Array(items));
-        }
-        Output::Table => {
-            println!(
-                "{:<40} {:<8} {:<30} {:<20} {:<8} {:<16} AGE",
-                "ADDRESS", "KIND", "POD", "CONTAINER", "IFNAME", "NODE"
-            );
-            for (ip, r) in &rows {
-                let short: String = if r.holder.is_binding() {
-                    "(parked)".into()
-                } else {
-                    r.holder.container_id.chars().take(20).collect()
-                };
-                println!(
-                    "{:<40} {:<8} {:<30} {:<20} {:<8} {:<16} {}",
-                    ip.to_string(),
-                    r.kind.to_string(),
-                    pod_of(r),
-                    short,
-                    r.holder.ifname,
-                    r.holder.node,
-                    age(r.created)
-                );
+                    });
+                    if !first {
+                        write!(out, ",")?;
+                    }
+                    write!(out, "{item}")?;
+                }
+                Output::Table => {
+                    let short: String = if r.holder.is_binding() {
+                        "(parked)".into()
+                    } else {
+                        r.holder.container_id.chars().take(20).collect()
+                    };
+                    writeln!(
+                        out,
+                        "{:<40} {:<8} {:<30} {:<20} {:<8} {:<16} {}",
+                        ip.to_string(),
+                        r.kind.to_string(),
+                        pod_of(&r),
+                        short,
+                        r.holder.ifname,
+                        r.holder.node,
+                        age(r.created)
+                    )?;
+                }
             }
+            first = false;
         }
     }
-    Ok(0)
+    if let Output::Json = output {
+        writeln!(out, "]")?;
+    }
+    out.flush()?;
+    Ok(())
 }
 
 pub async fn usage(conf: &NetConf, output: Output) -> Result<i32> {
@@ -204,7 +252,6 @@ pub async fn release(conf: &NetConf, ip: IpAddr) -> Result<i32> {
         // A record nothing else lists: free just that record, as it was read.
         _ => {
             alloc
-                .store()
                 .commit(
                     &[Compare::Revision(key.clone(), e.revision)],
                     &[Mutation::Delete(key)],
@@ -227,17 +274,25 @@ pub async fn release(conf: &NetConf, ip: IpAddr) -> Result<i32> {
 
 pub async fn check_store(conf: &NetConf) -> Result<i32> {
     let alloc = allocator(conf).await?;
-    let problems = alloc.verify().await?;
-    for p in &problems {
-        println!("{p}");
-    }
-    if problems.is_empty() {
-        println!(
-            "consistent: {} attachments",
-            alloc.attachments().await?.len()
-        );
-        Ok(0)
-    } else {
-        Ok(1)
+    let checked = alloc.verify_store().await?;
+    let code = if checked.problems.is_empty() { 0 } else { 1 };
+    let mut out = BufWriter::new(std::io::stdout().lock());
+    let printed = checked
+        .problems
+        .iter()
+        .try_for_each(|p| writeln!(out, "{p}"))
+        .and_then(|()| {
+            if code == 0 {
+                writeln!(out, "consistent: {} attachments", checked.attachments)?;
+            }
+            out.flush()
+        });
+    match printed {
+        // `kube-ipam check-store | head`: the verdict is still the exit code.
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(Error::Io {
+            path: "standard output".into(),
+            reason: e.to_string(),
+        }),
+        _ => Ok(code),
     }
 }

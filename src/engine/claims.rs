@@ -130,7 +130,7 @@ impl<S: LeaseStore> Allocator<S> {
                 )
                 .await?;
             }
-            match self.store.commit(&compares, &mutations).await {
+            match self.commit(&compares, &mutations).await {
                 Ok(true) => return Ok(attachment),
                 Ok(false) => {}
                 Err(e) if e.is_transient() => {
@@ -393,12 +393,11 @@ impl<S: LeaseStore> Allocator<S> {
             }
             _ => {
                 let key = self.keys.ip(ip);
-                self.store
-                    .commit(
-                        &[Compare::Revision(key.clone(), rev)],
-                        &[Mutation::Delete(key), counted],
-                    )
-                    .await?
+                self.commit(
+                    &[Compare::Revision(key.clone(), rev)],
+                    &[Mutation::Delete(key), counted],
+                )
+                .await?
             }
         };
         if done {

@@ -1,12 +1,13 @@
 //! Reading the store back: attachments, bindings, CHECK, the consistency check and STATUS.
 
-use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
 use std::net::IpAddr;
 
 use kube_ipam_store::records::decode;
 use kube_ipam_store::{Attachment, Binding, Holder, IpRecord, LeaseStore, PodRef, Revision};
 
-use super::search::is_full;
+use super::scan::Scan;
+use super::search::find_free;
 use crate::{Error, Result};
 
 use super::allocator::Allocator;
@@ -27,12 +28,14 @@ impl<S: LeaseStore> Allocator<S> {
 
     /// Every attachment of the network with its owner revision.
     pub async fn attachments(&self) -> Result<Vec<(Attachment, Revision)>> {
-        let (from, to) = self.keys.owners();
-        let entries = self.store.range(&from, &to, 0).await?;
-        entries
-            .iter()
-            .map(|e| Ok((decode(&e.key, &e.value)?, e.revision)))
-            .collect()
+        let mut scan = Scan::new(&self.store, self.keys.owners());
+        let mut out = Vec::new();
+        while let Some(page) = scan.next_page().await? {
+            for e in page {
+                out.push((decode(&e.key, &e.value)?, e.revision));
+            }
+        }
+        Ok(out)
     }
 
     /// The sticky binding of a pod and its revision.
@@ -46,12 +49,14 @@ impl<S: LeaseStore> Allocator<S> {
 
     /// Every sticky binding of the network with its revision.
     pub async fn bindings(&self) -> Result<Vec<(Binding, Revision)>> {
-        let (from, to) = self.keys.bindings();
-        let entries = self.store.range(&from, &to, 0).await?;
-        entries
-            .iter()
-            .map(|e| Ok((decode(&e.key, &e.value)?, e.revision)))
-            .collect()
+        let mut scan = Scan::new(&self.store, self.keys.bindings());
+        let mut out = Vec::new();
+        while let Some(page) = scan.next_page().await? {
+            for e in page {
+                out.push((decode(&e.key, &e.value)?, e.revision));
+            }
+        }
+        Ok(out)
     }
 
     /// CHECK: every address the attachment holds is in `expected` (prevResult) and its
@@ -100,73 +105,97 @@ impl<S: LeaseStore> Allocator<S> {
     /// record naming it, and every address a binding keeps is parked for the pod or held by
     /// it. Returns the problems found, one sentence each; none means consistent.
     pub async fn verify(&self) -> Result<Vec<String>> {
+        Ok(self.verify_store().await?.problems)
+    }
+
+    /// [`Allocator::verify`], with what was checked.
+    ///
+    /// Every read is pinned to one revision of the store, so commits made meanwhile by
+    /// live ADDs and DELs are either wholly seen or not at all: what is reported is really in
+    /// the store. The records are read in pages; what stays in memory is one compact entry
+    /// per address, sorted once and looked up by binary search: O(n log n) in all.
+    pub async fn verify_store(&self) -> Result<Verified> {
         let mut problems = Vec::new();
-        let owners = self.attachments().await?;
-        let bindings = self.bindings().await?;
-        let (from, to) = self.keys.ips();
-        let mut held = HashMap::new();
-        for e in self.store.range(&from, &to, 0).await? {
-            let Some(ip) = self.keys.parse_ip(&e.key) else {
-                problems.push(format!("{} is not an address key", e.key));
-                continue;
-            };
-            let rec: IpRecord = match decode(&e.key, &e.value) {
-                Ok(r) => r,
-                Err(err) => {
-                    problems.push(err.to_string());
+        let mut scan = Scan::pinned(&self.store, self.keys.ips(), None);
+        let mut held: Vec<Held> = Vec::new();
+        while let Some(page) = scan.next_page().await? {
+            for e in page {
+                let Some(ip) = self.keys.parse_ip(&e.key) else {
+                    problems.push(format!("{} is not an address key", e.key));
                     continue;
-                }
-            };
-            let listed = if rec.holder.is_binding() {
-                bindings.iter().any(|(b, _)| {
-                    rec.holder.same_pod_name(&b.pod) && b.ips.iter().any(|i| i.address == ip)
-                })
-            } else {
-                owners.iter().any(|(att, _)| {
-                    att.holder.same_attachment(&rec.holder)
-                        && att.ips.iter().any(|i| i.address == ip)
-                })
-            };
-            if !listed {
-                let by = if rec.holder.is_binding() {
-                    "binding"
-                } else {
-                    "owner record"
                 };
-                problems.push(format!(
-                    "{ip} is held by {} but no {by} lists it",
-                    rec.holder
-                ));
-            }
-            held.insert(ip, rec.holder);
-        }
-        for (att, _) in &owners {
-            for ip in &att.ips {
-                if !held
-                    .get(&ip.address)
-                    .is_some_and(|h| h.same_attachment(&att.holder))
-                {
-                    problems.push(format!(
-                        "{} lists {} but no address record names it",
-                        att.holder, ip.address
-                    ));
+                match decode::<IpRecord>(&e.key, &e.value) {
+                    Ok(rec) => held.push(Held::new(ip, &rec.holder)),
+                    Err(err) => problems.push(err.to_string()),
                 }
             }
         }
-        for (b, _) in &bindings {
-            for ip in &b.ips {
-                if !held
-                    .get(&ip.address)
-                    .is_some_and(|h| h.same_pod_name(&b.pod))
-                {
-                    problems.push(format!(
-                        "the binding of pod {}/{} keeps {} but no record of that pod holds it",
-                        b.pod.namespace, b.pod.name, ip.address
-                    ));
+        let at = scan.revision();
+        held.sort_unstable_by_key(|h| h.ip);
+
+        let mut attachments = 0u64;
+        let mut scan = Scan::pinned(&self.store, self.keys.owners(), at);
+        while let Some(page) = scan.next_page().await? {
+            for e in page {
+                let att: Attachment = decode(&e.key, &e.value)?;
+                attachments += 1;
+                let who = attachment_hash(&att.holder);
+                for ip in &att.ips {
+                    match held.binary_search_by_key(&ip.address, |h| h.ip).ok() {
+                        Some(i) if !held[i].parked && held[i].attachment == who => {
+                            held[i].listed = true
+                        }
+                        _ => problems.push(format!(
+                            "{} lists {} but no address record names it",
+                            att.holder, ip.address
+                        )),
+                    }
                 }
             }
         }
-        Ok(problems)
+        let mut scan = Scan::pinned(&self.store, self.keys.bindings(), at);
+        while let Some(page) = scan.next_page().await? {
+            for e in page {
+                let b: Binding = decode(&e.key, &e.value)?;
+                let pod = pod_hash(&b.pod.namespace, &b.pod.name);
+                for ip in &b.ips {
+                    match held.binary_search_by_key(&ip.address, |h| h.ip).ok() {
+                        Some(i) if held[i].pod == Some(pod) => {
+                            if held[i].parked {
+                                held[i].listed = true;
+                            }
+                        }
+                        _ => problems.push(format!(
+                            "the binding of pod {}/{} keeps {} but no record of that pod holds it",
+                            b.pod.namespace, b.pod.name, ip.address
+                        )),
+                    }
+                }
+            }
+        }
+        for h in held.iter().filter(|h| !h.listed) {
+            // Read again, at the same revision, for the holder's name: only for problems.
+            let key = self.keys.ip(h.ip);
+            let mut end = key.clone();
+            end.push('\0');
+            let (found, _) = self.store.range_at(&key, &end, 1, at).await?;
+            let Some(e) = found.first() else { continue };
+            let rec: IpRecord = decode(&e.key, &e.value)?;
+            let by = if rec.holder.is_binding() {
+                "binding"
+            } else {
+                "owner record"
+            };
+            problems.push(format!(
+                "{} is held by {} but no {by} lists it",
+                h.ip, rec.holder
+            ));
+        }
+        Ok(Verified {
+            problems,
+            attachments,
+            addresses: held.len() as u64,
+        })
     }
 
     /// STATUS: the store answers and every range set has room for one more address.
@@ -175,10 +204,15 @@ impl<S: LeaseStore> Allocator<S> {
             .ping()
             .await
             .map_err(|e| Error::StatusUnavailable(e.to_string()))?;
+        let mut rng = rand::rng();
+        let mut rnd = move || rand::Rng::random::<u128>(&mut rng);
         for set in &self.sets {
             let mut full = true;
             for p in set {
-                if !is_full(&self.store, &self.keys, p).await? {
+                if find_free(&self.store, &self.keys, p, &mut rnd)
+                    .await?
+                    .is_some()
+                {
                     full = false;
                     break;
                 }
@@ -193,4 +227,49 @@ impl<S: LeaseStore> Allocator<S> {
         }
         Ok(())
     }
+}
+
+/// What [`Allocator::verify_store`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    pub problems: Vec<String>,
+    pub attachments: u64,
+    pub addresses: u64,
+}
+
+/// One address record, as little of it as the cross-check needs. Holders are kept as
+/// 64-bit hashes: a collision could hide one problem with odds of 2^-64, and a million
+/// records fit in 40 MB.
+struct Held {
+    ip: IpAddr,
+    attachment: u64,
+    pod: Option<u64>,
+    parked: bool,
+    listed: bool,
+}
+
+impl Held {
+    fn new(ip: IpAddr, h: &Holder) -> Held {
+        Held {
+            ip,
+            attachment: attachment_hash(h),
+            pod: h.pod.as_ref().map(|p| pod_hash(&p.namespace, &p.name)),
+            parked: h.is_binding(),
+            listed: false,
+        }
+    }
+}
+
+/// What [`Holder::same_attachment`] compares.
+fn attachment_hash(h: &Holder) -> u64 {
+    let mut s = std::hash::DefaultHasher::new();
+    (&h.container_id, &h.ifname).hash(&mut s);
+    s.finish()
+}
+
+/// What [`Holder::same_pod_name`] compares.
+fn pod_hash(namespace: &str, name: &str) -> u64 {
+    let mut s = std::hash::DefaultHasher::new();
+    (namespace, name).hash(&mut s);
+    s.finish()
 }

@@ -3,16 +3,19 @@
 mod allocator;
 pub mod bitmap;
 mod claims;
+pub mod hints;
 mod imports;
 mod inspection;
 mod original;
 pub mod pool;
 mod releases;
+pub mod scan;
 pub mod search;
 
 pub use allocator::{unix_now, AddRequest, Allocator, Release, Wanted};
 pub use bitmap::Bitmap;
 pub use imports::Imported;
+pub use inspection::Verified;
 pub use pool::Pool;
 
 #[cfg(test)]

@@ -81,6 +81,29 @@ impl Pool {
         self.holes.iter().any(|&(a, b)| v >= a && v <= b)
     }
 
+    /// Whether `a..=b` holds a dynamic address of this pool.
+    pub fn any_dynamic(&self, a: u128, b: u128) -> bool {
+        let (a, b) = (a.max(self.start), b.min(self.end));
+        if a > b {
+            return false;
+        }
+        // Holes are sorted and merged: walk them while they cover the span from its start.
+        let mut next = a;
+        for &(ha, hb) in &self.holes {
+            if hb < next {
+                continue;
+            }
+            if ha > next {
+                return true;
+            }
+            if hb >= b {
+                return false;
+            }
+            next = hb + 1;
+        }
+        true
+    }
+
     pub fn addr(&self, v: u128) -> IpAddr {
         from_u128(v, self.v6)
     }
@@ -147,6 +170,20 @@ mod tests {
         // network, broadcast, gateway, 246 fixed.
         assert_eq!(p.size(), 65536 - 1 - 1 - 1 - 246);
         assert_eq!(p.id, "10.188.0.0/16 10.188.0.0-10.188.255.255");
+    }
+
+    #[test]
+    fn any_dynamic_agrees_with_contains_dynamic() {
+        let mut r = range("10.0.0.0/24", "10.0.0.5", "10.0.0.250", Some("10.0.0.9"));
+        r.fixed = Some(("10.0.0.20".parse().unwrap(), "10.0.0.30".parse().unwrap()));
+        let p = Pool::new(&r);
+        let base = to_u128("10.0.0.0".parse().unwrap());
+        for a in 0..256u128 {
+            for b in a..(a + 40).min(256) {
+                let naive = (a..=b).any(|v| p.contains_dynamic(base + v));
+                assert_eq!(p.any_dynamic(base + a, base + b), naive, "{a}..={b}");
+            }
+        }
     }
 
     #[test]

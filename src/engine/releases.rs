@@ -97,7 +97,7 @@ impl<S: LeaseStore> Allocator<S> {
             }
         }
         mutations.extend(extra);
-        Ok(self.store.commit(&compares, &mutations).await?)
+        Ok(self.commit(&compares, &mutations).await?)
     }
 
     /// Ends a pod's stickiness: its binding goes, and so do the addresses parked for it.
@@ -146,7 +146,7 @@ impl<S: LeaseStore> Allocator<S> {
             }
         }
         mutations.extend(extra);
-        Ok(self.store.commit(&compares, &mutations).await?)
+        Ok(self.commit(&compares, &mutations).await?)
     }
 
     /// Drops one address from a pod's binding (an operator freeing it for good), and its
@@ -175,7 +175,7 @@ impl<S: LeaseStore> Allocator<S> {
                     mutations.push(Mutation::Delete(k));
                 }
             }
-            if self.store.commit(&compares, &mutations).await? {
+            if self.commit(&compares, &mutations).await? {
                 return Ok(true);
             }
         }

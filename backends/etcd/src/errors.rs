@@ -15,6 +15,9 @@ pub(crate) enum Failure {
     Unknown,
     /// etcd refused it; asking again gets the same answer.
     Rejected,
+    /// A sound request whose answer cannot be had now: a revision etcd has compacted away,
+    /// or a response over the client's size cap. Not a configuration problem.
+    Unanswerable,
 }
 
 impl Failure {
@@ -24,7 +27,7 @@ impl Failure {
         match self {
             Failure::NotSent | Failure::Tls => true,
             Failure::Unknown => read,
-            Failure::Rejected => false,
+            Failure::Rejected | Failure::Unanswerable => false,
         }
     }
 }
@@ -47,6 +50,7 @@ pub(crate) fn classify(e: &Error) -> Failed {
             };
             let reason = with_causes(top, s);
             let kind = match s.code() {
+                _ if unanswerable(&reason) => Failure::Unanswerable,
                 Code::InvalidArgument
                 | Code::FailedPrecondition
                 | Code::OutOfRange
@@ -91,6 +95,12 @@ fn never_sent(msg: &str) -> bool {
     PREFIXES.iter().any(|p| msg.starts_with(p))
 }
 
+/// etcd's wording for a compacted revision, and tonic's for a response over the cap.
+fn unanswerable(reason: &str) -> bool {
+    reason.contains("required revision has been compacted")
+        || reason.contains("message length too large")
+}
+
 /// rustls's wording for a certificate it refused, or an alert by which the server refused
 /// ours.
 fn certificate_problem(reason: &str) -> bool {
@@ -124,6 +134,9 @@ impl Failed {
                  (check etcdTrustedCAFileFile, etcdCertFile, etcdKeyFile): {}",
                 self.reason
             )),
+            Failure::Unanswerable => {
+                StoreError::Unavailable(format!("etcd {endpoints}: {what}: {}", self.reason))
+            }
             Failure::NotSent | Failure::Unknown => {
                 StoreError::Unavailable(format!("etcd {endpoints}: {what} failed: {}", self.reason))
             }
@@ -158,6 +171,23 @@ mod tests {
             let f = classify(&status(code, msg));
             assert_eq!(f.kind, Failure::Unknown, "{msg}");
             assert!(f.kind.may_repeat(true) && !f.kind.may_repeat(false));
+        }
+    }
+
+    #[test]
+    fn oversized_answers_and_compacted_revisions_are_not_configuration() {
+        for (code, msg) in [
+            (Code::OutOfRange, "etcdserver: mvcc: required revision has been compacted"),
+            (
+                Code::OutOfRange,
+                "Error, decoded message length too large: found 70000000 bytes, the limit is: 67108864 bytes",
+            ),
+        ] {
+            let f = classify(&status(code, msg));
+            assert_eq!(f.kind, Failure::Unanswerable, "{msg}");
+            assert!(!f.kind.may_repeat(true));
+            let e = f.into_store_error("http://e:2379", "range");
+            assert!(matches!(&e, StoreError::Unavailable(m) if m.contains(msg)), "{e}");
         }
     }
 

@@ -7,7 +7,7 @@ use etcd_client::{
     Client, Compare as EtcdCompare, CompareOp, ConnectOptions, GetOptions, KeyValue, KvClient,
     SortOrder, SortTarget, Txn, TxnOp,
 };
-use kube_ipam_store::{Compare, Entry, LeaseStore, Mutation, StoreError};
+use kube_ipam_store::{Compare, Entry, LeaseStore, Mutation, Revision, StoreError};
 use tokio::time::{sleep, timeout_at, Instant};
 
 use crate::errors::{classify, with_causes, Failed};
@@ -266,6 +266,80 @@ impl LeaseStore for EtcdStore {
             })
             .await?;
         resp.take_kvs().into_iter().map(entry).collect()
+    }
+
+    async fn range_keys(
+        &self,
+        from: &str,
+        to: &str,
+        limit: usize,
+    ) -> Result<Vec<Entry>, StoreError> {
+        if from >= to {
+            return Ok(Vec::new());
+        }
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let mut resp = self
+            .request("range", Repeat::Read, |mut kv| async move {
+                let opts = GetOptions::new()
+                    .with_range(to)
+                    .with_limit(limit)
+                    .with_keys_only()
+                    .with_sort(SortTarget::Key, SortOrder::Ascend);
+                kv.get(from, Some(opts)).await
+            })
+            .await?;
+        resp.take_kvs().into_iter().map(entry).collect()
+    }
+
+    async fn range_at(
+        &self,
+        from: &str,
+        to: &str,
+        limit: usize,
+        at: Option<Revision>,
+    ) -> Result<(Vec<Entry>, Revision), StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let pinned = match at.map(i64::try_from) {
+            None => 0,
+            Some(Ok(r)) => r,
+            Some(Err(_)) => {
+                return Err(StoreError::Corrupt {
+                    key: from.to_owned(),
+                    reason: format!("revision {at:?} is out of etcd's range"),
+                })
+            }
+        };
+        let mut resp = self
+            .request("range", Repeat::Read, |mut kv| async move {
+                // Revision 0 asks etcd for the newest; its header says which that was.
+                let opts = GetOptions::new().with_revision(pinned);
+                let opts = if from < to {
+                    opts.with_range(to)
+                        .with_limit(limit)
+                        .with_sort(SortTarget::Key, SortOrder::Ascend)
+                } else {
+                    opts.with_count_only()
+                };
+                kv.get(from, Some(opts)).await
+            })
+            .await?;
+        let read_at = resp.header().map(|h| h.revision()).unwrap_or(0);
+        let read_at = match at {
+            Some(r) => r,
+            None => u64::try_from(read_at)
+                .ok()
+                .filter(|r| *r > 0)
+                .ok_or_else(|| StoreError::Corrupt {
+                    key: from.to_owned(),
+                    reason: format!("etcd answered at revision {read_at}"),
+                })?,
+        };
+        let entries = resp
+            .take_kvs()
+            .into_iter()
+            .map(entry)
+            .collect::<Result<_, _>>()?;
+        Ok((entries, read_at))
     }
 
     async fn count(&self, from: &str, to: &str) -> Result<u64, StoreError> {

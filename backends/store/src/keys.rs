@@ -7,6 +7,7 @@
 //! <prefix>/<network>/pod/<namespace>/<name>         -> Binding    (fixed or sticky addresses of a pod)
 //! <prefix>/<network>/stats/event/<unique id>        -> one release or takeover, for the counters
 //! <prefix>/<network>/stats/totals                   -> events already folded into totals
+//! <prefix>/<network>/hint/<4|6>/<level>/<hex>       -> free-space hint of one block of addresses
 //! ```
 //!
 //! Addresses are fixed-width hex so that key order is address order: a window of a range is one
@@ -90,6 +91,44 @@ impl Keys {
         } else {
             None
         }
+    }
+
+    /// The free-space hint of the block of `2^(10 (level + 1))` addresses starting at `first`.
+    pub fn hint(&self, v6: bool, level: u8, first: u128) -> String {
+        if v6 {
+            format!("{}hint/6/{level}/{first:032x}", self.root)
+        } else {
+            format!("{}hint/4/{level}/{first:08x}", self.root)
+        }
+    }
+
+    /// Hints of the blocks of `level` starting at `first..=last`: `[from, to)`.
+    pub fn hint_range(&self, v6: bool, level: u8, first: u128, last: u128) -> (String, String) {
+        let mut to = self.hint(v6, level, last);
+        to.push('\0');
+        (self.hint(v6, level, first), to)
+    }
+
+    /// Parses a hint key of `level` back into the first address of its block.
+    pub fn parse_hint(&self, v6: bool, level: u8, key: &str) -> Option<u128> {
+        let fam = if v6 { "6" } else { "4" };
+        let hex = key
+            .strip_prefix(&self.root)?
+            .strip_prefix("hint/")?
+            .strip_prefix(fam)?
+            .strip_prefix('/')?
+            .strip_prefix(level.to_string().as_str())?
+            .strip_prefix('/')?;
+        let width = if v6 { 32 } else { 8 };
+        if hex.len() != width || !hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+            return None;
+        }
+        u128::from_str_radix(hex, 16).ok()
+    }
+
+    /// Every hint of the network: `[from, to)`.
+    pub fn hints(&self) -> (String, String) {
+        span(&format!("{}hint/", self.root))
     }
 
     pub fn owner(&self, container_id: &str, ifname: &str) -> String {
@@ -186,6 +225,22 @@ mod tests {
             k.parse_ip("/p/n/ip/4/0a00000a"),
             Some("10.0.0.10".parse().unwrap())
         );
+    }
+
+    #[test]
+    fn hints_sort_in_address_order_and_parse_back() {
+        let k = Keys::new("/p", "n");
+        let a = k.hint(false, 0, 0x0a00_0000);
+        let b = k.hint(false, 0, 0x0a00_0400);
+        assert!(a < b);
+        assert_eq!(a, "/p/n/hint/4/0/0a000000");
+        assert_eq!(k.parse_hint(false, 0, &b), Some(0x0a00_0400));
+        assert_eq!(k.parse_hint(false, 1, &b), None);
+        assert_eq!(k.parse_hint(true, 0, &b), None);
+        let (from, to) = k.hint_range(false, 0, 0x0a00_0000, 0x0a00_0400);
+        assert!(from <= a && b < to && k.hint(false, 0, 0x0a00_0800) >= to);
+        let (f, t) = k.ips();
+        assert!(a < f || a >= t, "hints are not address records");
     }
 
     #[test]

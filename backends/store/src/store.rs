@@ -51,6 +51,35 @@ pub trait LeaseStore: Send + Sync {
     /// Entries with `from <= key < to`, in key order, at most `limit` of them (0: no limit).
     async fn range(&self, from: &str, to: &str, limit: usize) -> Result<Vec<Entry>, StoreError>;
 
+    /// Like [`LeaseStore::range`], but values may be left empty: for callers that only need
+    /// to know which keys exist. Backends that can skip transferring values should.
+    async fn range_keys(
+        &self,
+        from: &str,
+        to: &str,
+        limit: usize,
+    ) -> Result<Vec<Entry>, StoreError> {
+        self.range(from, to, limit).await
+    }
+
+    /// Like [`LeaseStore::range`], read as of store revision `at` (`None`: now), with the
+    /// revision actually read at. Reads that pass back the revision of the first one see one
+    /// snapshot of the whole store, so a long scan in pages never mixes before and after of a
+    /// concurrent commit.
+    ///
+    /// The default suits stores that one process holds exclusively while it reads (the
+    /// embedded store): nothing else commits between the pages, so every read is the same
+    /// snapshot. It reports revision 0. A store shared by live writers must override it.
+    async fn range_at(
+        &self,
+        from: &str,
+        to: &str,
+        limit: usize,
+        at: Option<Revision>,
+    ) -> Result<(Vec<Entry>, Revision), StoreError> {
+        Ok((self.range(from, to, limit).await?, at.unwrap_or(0)))
+    }
+
     /// How many keys lie in `from <= key < to`.
     async fn count(&self, from: &str, to: &str) -> Result<u64, StoreError>;
 
@@ -74,6 +103,23 @@ impl<S: LeaseStore + ?Sized> LeaseStore for std::sync::Arc<S> {
     async fn range(&self, from: &str, to: &str, limit: usize) -> Result<Vec<Entry>, StoreError> {
         (**self).range(from, to, limit).await
     }
+    async fn range_keys(
+        &self,
+        from: &str,
+        to: &str,
+        limit: usize,
+    ) -> Result<Vec<Entry>, StoreError> {
+        (**self).range_keys(from, to, limit).await
+    }
+    async fn range_at(
+        &self,
+        from: &str,
+        to: &str,
+        limit: usize,
+        at: Option<Revision>,
+    ) -> Result<(Vec<Entry>, Revision), StoreError> {
+        (**self).range_at(from, to, limit, at).await
+    }
     async fn count(&self, from: &str, to: &str) -> Result<u64, StoreError> {
         (**self).count(from, to).await
     }
@@ -96,6 +142,23 @@ impl<S: LeaseStore + ?Sized> LeaseStore for Box<S> {
     }
     async fn range(&self, from: &str, to: &str, limit: usize) -> Result<Vec<Entry>, StoreError> {
         (**self).range(from, to, limit).await
+    }
+    async fn range_keys(
+        &self,
+        from: &str,
+        to: &str,
+        limit: usize,
+    ) -> Result<Vec<Entry>, StoreError> {
+        (**self).range_keys(from, to, limit).await
+    }
+    async fn range_at(
+        &self,
+        from: &str,
+        to: &str,
+        limit: usize,
+        at: Option<Revision>,
+    ) -> Result<(Vec<Entry>, Revision), StoreError> {
+        (**self).range_at(from, to, limit, at).await
     }
     async fn count(&self, from: &str, to: &str) -> Result<u64, StoreError> {
         (**self).count(from, to).await
