@@ -244,3 +244,95 @@ fn read_only_commands_never_create_a_store() {
         assert!(!s.data_dir().exists(), "{args:?} created a store");
     }
 }
+
+#[test]
+fn an_unreadable_record_is_shown_and_can_be_removed() {
+    let etcd = EtcdServer::start().expect("etcd");
+    let (_s, conf, path) = setup(Some(&etcd));
+    let good = call("ADD", "ctr-a", "eth0", &[], &conf).ip();
+    // A record that is not one, at an address of the range.
+    let bad_ip = if good == "10.70.0.15" {
+        "10.70.0.16"
+    } else {
+        "10.70.0.15"
+    };
+    let key = kube_ipam_store::Keys::new("/kube-ipam", "testnet").ip(bad_ip.parse().unwrap());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        use kube_ipam_store::{LeaseStore, Mutation};
+        let store = kube_ipam_etcd::EtcdStore::connect(etcd.options())
+            .await
+            .unwrap();
+        let put = [Mutation::Put(key.clone(), b"\x00 not a record".to_vec())];
+        assert!(store.commit(&[], &put).await.unwrap());
+    });
+    // ls goes on past it, in both outputs.
+    let (code, out, err) = cli(&["ls", "--conf", &path]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains(&good) && out.contains(bad_ip) && out.contains("UNREADABLE"),
+        "{out}"
+    );
+    let (code, out, err) = cli(&["ls", "--conf", &path, "--output", "json"]);
+    assert_eq!(code, 0, "{err}");
+    let rows: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(rows.as_array().map(Vec::len), Some(2), "{out}");
+    assert!(
+        rows[0]["unreadable"].is_string() || rows[1]["unreadable"].is_string(),
+        "{out}"
+    );
+    // show says what it is, and how to remove it.
+    let (code, out, _) = cli(&["show", "--conf", &path, bad_ip]);
+    assert_eq!(code, 1);
+    assert!(
+        out.contains("unreadable") && out.contains("release"),
+        "{out}"
+    );
+    let (code, out, err) = cli(&["release", "--conf", &path, bad_ip]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("removed"), "{out}");
+    let (_, out, _) = cli(&["show", "--conf", &path, bad_ip]);
+    assert!(out.contains("free"), "{out}");
+    support::check_store(std::path::Path::new(&path));
+}
+
+#[test]
+fn show_outside_every_subnet_and_usage_of_fixed_addresses() {
+    let (_s, conf, path) = setup(None);
+    call("ADD", "ctr-a", "eth0", &[], &conf).ip();
+    let (code, out, err) = cli(&["show", "--conf", &path, "192.0.2.7"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        err.contains("192.0.2.7") && err.contains("10.70.0.0/24"),
+        "{err}"
+    );
+    // A fixed address inside the dynamic range and one outside it.
+    call(
+        "ADD",
+        "ctr-f1",
+        "eth0",
+        &[("CNI_ARGS", "IP=10.70.0.12")],
+        &conf,
+    )
+    .ip();
+    call(
+        "ADD",
+        "ctr-f2",
+        "eth0",
+        &[("CNI_ARGS", "IP=10.70.0.50")],
+        &conf,
+    )
+    .ip();
+    let (code, out, err) = cli(&["usage", "--conf", &path, "--output", "json"]);
+    assert_eq!(code, 0, "{err}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v[0]["fixed"], 2, "{out}");
+    // ctr-a and the fixed 10.70.0.12 fill two of the ten dynamic addresses.
+    assert_eq!(v[0]["used"], "2", "{out}");
+    assert_eq!(v[0]["free"], "8", "{out}");
+    let (_, out, _) = cli(&["usage", "--conf", &path]);
+    assert!(out.contains("FIXED"), "{out}");
+}

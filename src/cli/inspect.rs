@@ -109,7 +109,30 @@ async fn print_records<S: LeaseStore>(
             let Some(ip) = keys.parse_ip(&e.key) else {
                 continue;
             };
-            let r: IpRecord = decode(&e.key, &e.value).map_err(Error::from)?;
+            let r: IpRecord = match decode(&e.key, &e.value) {
+                Ok(r) => r,
+                // One bad record must not hide the others; `release` removes it.
+                Err(err) => {
+                    if f.pod.is_some() || f.node.is_some() || f.range.is_some() {
+                        continue;
+                    }
+                    match output {
+                        Output::Json => {
+                            if !first {
+                                write!(out, ",")?;
+                            }
+                            let item =
+                                json!({"address": ip.to_string(), "unreadable": err.to_string()});
+                            write!(out, "{item}")?;
+                        }
+                        Output::Table => {
+                            writeln!(out, "{:<40} UNREADABLE {err}", ip.to_string())?;
+                        }
+                    }
+                    first = false;
+                    continue;
+                }
+            };
             let wanted = f.pod.as_ref().is_none_or(|p| &pod_of(&r) == p)
                 && f.node.as_ref().is_none_or(|n| &r.holder.node == n)
                 && f.range
@@ -179,19 +202,20 @@ pub async fn usage(conf: &NetConf, output: Output) -> Result<i32> {
         }
         Output::Table => {
             println!(
-                "{:<50} {:>12} {:>12} {:>12} {:>7}",
-                "RANGE", "SIZE", "USED", "FREE", "USE%"
+                "{:<50} {:>12} {:>12} {:>12} {:>8} {:>7}",
+                "RANGE", "SIZE", "USED", "FREE", "FIXED", "USE%"
             );
             for r in &fig.ranges {
                 let (id, size, used) = (&r.id, r.size, r.used());
                 let pct = percent(used, size);
                 let filled = (pct / 5.0).round() as usize;
                 println!(
-                    "{:<50} {:>12} {:>12} {:>12} {:>6.1}% [{}{}]",
+                    "{:<50} {:>12} {:>12} {:>12} {:>8} {:>6.1}% [{}{}]",
                     id,
                     size,
                     used,
                     size - used,
+                    r.fixed,
                     pct,
                     "#".repeat(filled.min(20)),
                     ".".repeat(20 - filled.min(20))
@@ -212,19 +236,31 @@ fn percent(used: u128, size: u128) -> f64 {
 
 pub async fn show(conf: &NetConf, ip: IpAddr) -> Result<i32> {
     let alloc = allocator(conf).await?;
+    if !alloc.pools().any(|p| p.range.subnet.contains(&ip)) {
+        let subnets: Vec<String> = alloc.pools().map(|p| p.range.subnet.to_string()).collect();
+        eprintln!(
+            "kube-ipam: {ip} is in no subnet of network {} ({})",
+            conf.name,
+            subnets.join(", ")
+        );
+        return Ok(1);
+    }
     let key = alloc.keys().ip(ip);
     match alloc.store().get(&key).await? {
         None => println!("{ip}: free"),
-        Some(e) => {
-            let r: IpRecord = decode(&key, &e.value)?;
-            println!(
+        Some(e) => match decode::<IpRecord>(&key, &e.value) {
+            Ok(r) => println!(
                 "{ip}: {} address held by {} since {} ago (range {})",
                 r.kind,
                 r.holder,
                 age(r.created),
                 r.range
-            );
-        }
+            ),
+            Err(err) => {
+                println!("{ip}: unreadable record ({err}); `kube-ipam release {ip}` removes it");
+                return Ok(1);
+            }
+        },
     }
     Ok(0)
 }
@@ -236,7 +272,24 @@ pub async fn release(conf: &NetConf, ip: IpAddr) -> Result<i32> {
         println!("{ip}: free, nothing to release");
         return Ok(0);
     };
-    let rec: IpRecord = decode(&key, &e.value)?;
+    let rec: IpRecord = match decode(&key, &e.value) {
+        Ok(r) => r,
+        // Nobody can be named as its holder: remove the record itself, as it was read.
+        Err(err) => {
+            let removed = alloc
+                .commit(
+                    &[Compare::Revision(key.clone(), e.revision)],
+                    &[Mutation::Delete(key)],
+                )
+                .await?;
+            if removed {
+                println!("{ip}: removed its unreadable record ({err})");
+                return Ok(0);
+            }
+            eprintln!("kube-ipam: the record of {ip} changed meanwhile; nothing was removed");
+            return Ok(1);
+        }
+    };
     let h = &rec.holder;
     let attachment = match h.is_binding() {
         true => None,

@@ -26,8 +26,10 @@ pub struct RangeFigures {
     pub sticky: u64,
     /// Sticky addresses kept for a pod between two of its lives.
     pub parked: u64,
-    /// Fixed addresses of the range's subnet (they lie outside the dynamic span).
+    /// Fixed addresses of the range's subnet, in its fixed zone or in the dynamic span.
     pub fixed: u64,
+    /// Those of them that lie in the dynamic span, where they take a dynamic address's place.
+    pub fixed_in_span: u64,
     /// Attachments holding an address of this range.
     pub attachments: u64,
     pub leaks_gc: u64,
@@ -38,7 +40,7 @@ pub struct RangeFigures {
 impl RangeFigures {
     /// Held addresses of the dynamic span: what fills the range.
     pub fn used(&self) -> u128 {
-        u128::from(self.dynamic + self.sticky + self.parked).min(self.size)
+        u128::from(self.dynamic + self.sticky + self.parked + self.fixed_in_span).min(self.size)
     }
 
     pub fn free(&self) -> u128 {
@@ -146,7 +148,12 @@ pub async fn read<S: LeaseStore>(alloc: &Allocator<S>) -> Result<Figures> {
         let f = &mut out[i];
         match rec.kind {
             Kind::Dynamic => f.dynamic += 1,
-            Kind::Fixed => f.fixed += 1,
+            Kind::Fixed => {
+                f.fixed += 1;
+                if pools[i].contains_dynamic(to_u128(ip)) {
+                    f.fixed_in_span += 1;
+                }
+            }
             Kind::Sticky if rec.holder.is_binding() => f.parked += 1,
             Kind::Sticky => f.sticky += 1,
         }
