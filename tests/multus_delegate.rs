@@ -81,9 +81,10 @@ fn multus_delegate_without_a_version_through_macvlan() {
         })
         .collect();
     let mut ips = Vec::new();
-    for (ns, id) in &pods {
+    // As Multus calls a delegate for a pod: net1, with kubelet's CNI_ARGS.
+    let macvlan = |verb: &str, ns: &Netns, id: &str| {
         let netns = ns.path();
-        let a = Attach {
+        Attach {
             plugin: "macvlan",
             id,
             netns: &netns,
@@ -93,8 +94,11 @@ fn multus_delegate_without_a_version_through_macvlan() {
                 "CNI_ARGS",
                 "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=web-0",
             )],
-        };
-        let r = a.call("ADD", &conf).ok();
+        }
+        .call(verb, &conf)
+    };
+    for (ns, id) in &pods {
+        let r = macvlan("ADD", ns, id).ok();
         assert_eq!(r["cniVersion"], "0.1.0", "{r}");
         let ip = r["ip4"]["ip"].as_str().expect("ip4.ip").to_owned();
         assert!(ip.ends_with("/16"), "{ip}");
@@ -132,18 +136,9 @@ fn multus_delegate_without_a_version_through_macvlan() {
     }
 
     for (ns, id) in &pods {
-        let netns = ns.path();
-        let a = Attach {
-            plugin: "macvlan",
-            id,
-            netns: &netns,
-            ifname: "net1",
-            path: &path,
-            extra: &[],
-        };
-        a.call("DEL", &conf).quiet();
+        macvlan("DEL", ns, id).quiet();
         // Again, as runtimes do: still fine.
-        a.call("DEL", &conf).quiet();
+        macvlan("DEL", ns, id).quiet();
     }
     let (code, out, _) = cli(&["ls", "--conf", file]);
     assert_eq!(code, 0);

@@ -117,36 +117,31 @@ pub fn error_result(version: &str, err: &Error) -> Value {
     })
 }
 
-/// The addresses of a `prevResult`, whatever its version's shape.
+/// The addresses of a `prevResult`, whatever its version's shape: `ips[].address`, or
+/// `ip4.ip` and `ip6.ip` in 0.1.0 and 0.2.0.
 pub fn prev_result_ips(prev: &Value) -> Result<Vec<std::net::IpAddr>, Error> {
     let bad = |why: &str| Error::Decode {
         what: "prevResult".into(),
         reason: why.into(),
     };
-    if prev.get("ips").is_none() && (prev.get("ip4").is_some() || prev.get("ip6").is_some()) {
-        return ["ip4", "ip6"]
-            .iter()
-            .filter_map(|k| prev.get(*k))
-            .map(|c| {
-                let a = c
-                    .get("ip")
-                    .and_then(Value::as_str)
-                    .ok_or_else(|| bad("an ip4/ip6 object has no ip"))?;
-                let host = a.split('/').next().unwrap_or(a);
-                host.parse()
-                    .map_err(|_| bad(&format!("{a:?} is not an address")))
-            })
-            .collect();
-    }
-    let Some(ips) = prev.get("ips").and_then(Value::as_array) else {
-        return Err(bad("has no ips list"));
+    let (configs, key): (Vec<&Value>, &str) = match prev.get("ips") {
+        Some(ips) => match ips.as_array() {
+            Some(list) => (list.iter().collect(), "address"),
+            None => return Err(bad("has an ips that is not a list")),
+        },
+        None if prev.get("ip4").is_some() || prev.get("ip6").is_some() => (
+            ["ip4", "ip6"].iter().filter_map(|k| prev.get(*k)).collect(),
+            "ip",
+        ),
+        None => return Err(bad("has no ips list")),
     };
-    ips.iter()
-        .map(|ip| {
-            let a = ip
-                .get("address")
+    configs
+        .into_iter()
+        .map(|c| {
+            let a = c
+                .get(key)
                 .and_then(Value::as_str)
-                .ok_or_else(|| bad("an ip has no address"))?;
+                .ok_or_else(|| bad(&format!("an ip has no {key}")))?;
             let host = a.split('/').next().unwrap_or(a);
             host.parse()
                 .map_err(|_| bad(&format!("{a:?} is not an address")))
