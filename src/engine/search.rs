@@ -317,6 +317,11 @@ impl<'a, S: LeaseStore + ?Sized, R: FnMut() -> u128> Search<'a, S, R> {
         if matches!(&seen.hint, Hint::Full(have) if have == spans) {
             return Ok(());
         }
+        // Records leave room here: the block was found full only because of addresses held
+        // outside kube-ipam's records, which a hint must not describe.
+        if spans.iter().any(|&(a, b)| self.pool.any_dynamic(a, b)) {
+            return Ok(());
+        }
         let key = self.keys.hint(self.pool.v6, level, first);
         let (revision, spans) = match seen.revision {
             Some(r) => (r, spans.to_vec()),
@@ -337,7 +342,18 @@ impl<'a, S: LeaseStore + ?Sized, R: FnMut() -> u128> Search<'a, S, R> {
                 }
                 match self.reread(level, first).await? {
                     Some(spans) => (now.revision, spans),
-                    None => return Ok(()),
+                    None => {
+                        // Not full after all: take the placeholder back, if it is still ours.
+                        if created {
+                            self.store
+                                .commit(
+                                    &[Compare::Revision(key.clone(), now.revision)],
+                                    &[Mutation::Delete(key)],
+                                )
+                                .await?;
+                        }
+                        return Ok(());
+                    }
                 }
             }
         };
