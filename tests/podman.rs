@@ -217,8 +217,12 @@ fn tour(p: &Podman, prefix: &str) {
     }
     assert_eq!(p.held(), ips.iter().cloned().collect());
 
-    // A named container with a capitalised name, and `--ip`: exactly that address.
-    let wanted = format!("{prefix}200");
+    // A named container with a capitalised name, and `--ip`: exactly that address (one the
+    // three above were not given at random).
+    let wanted = (200..250)
+        .map(|n| format!("{prefix}{n}"))
+        .find(|a| !ips.contains(a))
+        .expect("a free address");
     let fixed = p
         .run(&["--name", "My_Web", "--ip", &wanted])
         .expect("podman run --ip");
