@@ -11,12 +11,17 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
+use kube_ipam_store::records::decode;
 use kube_ipam_store::{Attachment, Binding, LeaseStore, PodRef, Revision};
 
+use crate::engine::scan::Scan;
 use crate::engine::{Allocator, Release};
 use crate::metrics::counts::{self, Counter};
 use crate::pod::PodDirectory;
 use crate::Result;
+
+/// The pods the API listed at the start of a pass: (namespace, name) -> uid.
+type Listed = HashMap<(String, String), Option<String>>;
 
 /// A record that looks left behind, as it was when first seen.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -71,7 +76,7 @@ impl<'a, S: LeaseStore> Collector<'a, S> {
     /// reported as one.
     pub async fn pass(&mut self, now: Instant, dry_run: bool) -> Result<Pass> {
         // A failed or partial list would make live pods look gone: no list, no pass.
-        let listed: HashMap<(String, String), Option<String>> = self
+        let listed: Listed = self
             .pods
             .list()
             .await?
@@ -81,75 +86,121 @@ impl<'a, S: LeaseStore> Collector<'a, S> {
         let mut out = Pass::default();
         let mut still = HashMap::new();
 
-        for (att, rev) in self.alloc.attachments().await? {
-            let Some(pod) = &att.holder.pod else {
-                // Nothing to check it against; the CNI GC verb covers such attachments.
-                continue;
-            };
-            let Some(why) =
-                attachment_gone(pod, listed.get(&(pod.namespace.clone(), pod.name.clone())))
-            else {
-                continue;
-            };
-            let s = Suspect::Attachment {
-                container_id: att.holder.container_id.clone(),
-                ifname: att.holder.ifname.clone(),
-                revision: rev,
-            };
-            let finding = describe_attachment(&att, why);
-            match self.due(&s, now, dry_run) {
-                Some(first) => {
-                    still.insert(s, first);
-                    out.suspects.push(finding);
-                }
-                None => {
-                    let ranges = att.ips.iter().map(|i| i.range.as_str());
-                    let counted = counts::event(self.alloc.keys(), Counter::LeaksGc, ranges);
-                    if self.recheck_attachment(pod).await?.is_some()
-                        && self
-                            .alloc
-                            .release_seen_with(&att, rev, Release::Park, vec![counted])
-                            .await?
-                    {
-                        out.released.push(finding);
-                    }
-                }
+        // Page by page, so that memory follows the page size and the suspects, never the
+        // number of attachments: a million of them decoded at once is gigabytes. The pages
+        // are not pinned to one revision: every release is a compare-and-delete against the
+        // revision read in its own page, and a pass that takes minutes must not fail when a
+        // compaction overtakes the revision it started at.
+        let mut scan = Scan::new(self.alloc.store(), self.alloc.keys().owners());
+        while let Some(page) = scan.next_page().await? {
+            for e in page {
+                let att: Attachment = decode(&e.key, &e.value)?;
+                self.attachment(att, e.revision, &listed, now, dry_run, &mut still, &mut out)
+                    .await?;
             }
         }
-
-        for (b, rev) in self.alloc.bindings().await? {
-            let p = &b.pod;
-            if listed.contains_key(&(p.namespace.clone(), p.name.clone())) {
-                continue;
-            }
-            let s = Suspect::Binding {
-                namespace: p.namespace.clone(),
-                name: p.name.clone(),
-                revision: rev,
-            };
-            let finding = describe_binding(&b);
-            match self.due(&s, now, dry_run) {
-                Some(first) => {
-                    still.insert(s, first);
-                    out.suspects.push(finding);
-                }
-                None => {
-                    let ranges = b.ips.iter().map(|i| i.range.as_str());
-                    let counted = counts::event(self.alloc.keys(), Counter::LeaksGc, ranges);
-                    if self.pods.pod(&p.namespace, &p.name).await?.is_none()
-                        && self
-                            .alloc
-                            .release_binding_seen_with(&b, rev, vec![counted])
-                            .await?
-                    {
-                        out.released.push(finding);
-                    }
-                }
+        let mut scan = Scan::new(self.alloc.store(), self.alloc.keys().bindings());
+        while let Some(page) = scan.next_page().await? {
+            for e in page {
+                let b: Binding = decode(&e.key, &e.value)?;
+                self.binding(b, e.revision, &listed, now, dry_run, &mut still, &mut out)
+                    .await?;
             }
         }
         // Suspects that changed or came back to life are forgotten: they start over.
         self.seen = still;
         Ok(out)
+    }
+
+    /// One attachment of a pass: a suspect, released, or nothing to do.
+    #[allow(clippy::too_many_arguments)]
+    async fn attachment(
+        &self,
+        att: Attachment,
+        rev: Revision,
+        listed: &Listed,
+        now: Instant,
+        dry_run: bool,
+        still: &mut HashMap<Suspect, Instant>,
+        out: &mut Pass,
+    ) -> Result<()> {
+        let Some(pod) = &att.holder.pod else {
+            // Nothing to check it against; the CNI GC verb covers such attachments.
+            return Ok(());
+        };
+        let Some(why) =
+            attachment_gone(pod, listed.get(&(pod.namespace.clone(), pod.name.clone())))
+        else {
+            return Ok(());
+        };
+        let s = Suspect::Attachment {
+            container_id: att.holder.container_id.clone(),
+            ifname: att.holder.ifname.clone(),
+            revision: rev,
+        };
+        let finding = describe_attachment(&att, why);
+        match self.due(&s, now, dry_run) {
+            Some(first) => {
+                still.insert(s, first);
+                out.suspects.push(finding);
+            }
+            None => {
+                let ranges = att.ips.iter().map(|i| i.range.as_str());
+                let counted = counts::event(self.alloc.keys(), Counter::LeaksGc, ranges);
+                if self.recheck_attachment(pod).await?.is_some()
+                    && self
+                        .alloc
+                        .release_seen_with(&att, rev, Release::Park, vec![counted])
+                        .await?
+                {
+                    out.released.push(finding);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// One sticky binding of a pass.
+    #[allow(clippy::too_many_arguments)]
+    async fn binding(
+        &self,
+        b: Binding,
+        rev: Revision,
+        listed: &Listed,
+        now: Instant,
+        dry_run: bool,
+        still: &mut HashMap<Suspect, Instant>,
+        out: &mut Pass,
+    ) -> Result<()> {
+        let p = &b.pod;
+        if listed.contains_key(&(p.namespace.clone(), p.name.clone())) {
+            return Ok(());
+        }
+        let s = Suspect::Binding {
+            namespace: p.namespace.clone(),
+            name: p.name.clone(),
+            revision: rev,
+        };
+        let finding = describe_binding(&b);
+        match self.due(&s, now, dry_run) {
+            Some(first) => {
+                still.insert(s, first);
+                out.suspects.push(finding);
+            }
+            None => {
+                let ranges = b.ips.iter().map(|i| i.range.as_str());
+                let counted = counts::event(self.alloc.keys(), Counter::LeaksGc, ranges);
+                if self.pods.pod(&p.namespace, &p.name).await?.is_none()
+                    && self
+                        .alloc
+                        .release_binding_seen_with(&b, rev, vec![counted])
+                        .await?
+                {
+                    out.released.push(finding);
+                }
+            }
+        }
+        Ok(())
     }
 
     /// `None` when the suspect may be released now; else when it was first seen.
@@ -344,6 +395,62 @@ mod tests {
             let e = gc.pass(t0, false).await.unwrap_err();
             assert_eq!(e.code(), 11);
             assert!(a.attachment("c1", "eth0").await.unwrap().is_some());
+        });
+    }
+
+    #[test]
+    fn a_pass_sees_every_attachment_across_pages() {
+        use crate::engine::scan::PAGE;
+        use kube_ipam_store::records::encode;
+        use kube_ipam_store::{AttachedIp, Holder, Kind, Mutation};
+
+        let pods = Arc::new(Pods::default());
+        let a = small(&pods, "10.9.0.200");
+        pods.set("live", "u1");
+        // More owner records than one page holds, written straight into the store (the
+        // small range could not hold them as real claims): all of gone pods but one.
+        let n = PAGE + 7;
+        rt().block_on(async {
+            let mut batch = Vec::new();
+            for i in 0..n {
+                let pod = if i == PAGE / 2 { "live" } else { "gone" };
+                let holder = Holder {
+                    container_id: format!("c{i:06}"),
+                    ifname: "eth0".into(),
+                    pod: Some(PodRef {
+                        namespace: "ns".into(),
+                        name: pod.into(),
+                        uid: Some("u1".into()),
+                    }),
+                    node: "n".into(),
+                };
+                let att = Attachment {
+                    holder: holder.clone(),
+                    ips: vec![AttachedIp {
+                        address: "10.9.0.9".parse().unwrap(),
+                        prefix_len: 24,
+                        gateway: None,
+                        kind: Kind::Dynamic,
+                        range: "r".into(),
+                    }],
+                    created: 0,
+                };
+                batch.push(Mutation::Put(
+                    a.keys().owner(&holder.container_id, "eth0"),
+                    encode(&att),
+                ));
+            }
+            assert!(a.store().commit(&[], &batch).await.unwrap());
+            let mut gc = Collector::new(&a, pods.as_ref(), GRACE);
+            let p = gc.pass(Instant::now(), true).await.unwrap();
+            assert_eq!(p.suspects.len(), n - 1);
+            let mut whats: Vec<&str> = p.suspects.iter().map(|f| f.what.as_str()).collect();
+            whats.sort_unstable();
+            whats.dedup();
+            assert_eq!(whats.len(), n - 1, "an attachment was seen twice");
+            assert!(!whats
+                .iter()
+                .any(|w| w.contains(&format!("c{:06}/", PAGE / 2))));
         });
     }
 }

@@ -91,8 +91,9 @@ fn range_of<'a>(pools: &'a [&'a Pool], ip: IpAddr, rec: &IpRecord) -> Option<usi
         .or_else(|| pools.iter().position(|p| p.range.subnet.contains(&ip)))
 }
 
-/// Keys per read: a full /12 in one answer would be hundreds of MB.
-const PAGE: usize = 10_000;
+/// Keys per read: a full /12 in one answer would be hundreds of MB, and smaller pages cost
+/// etcd 3.4 a walk of the rest of the range each (see `engine::scan::PAGE`).
+const PAGE: usize = crate::engine::scan::PAGE;
 
 /// Every entry of `[from, to)`, a page at a time, each handed to `each`.
 async fn scan<S: LeaseStore>(
