@@ -240,6 +240,36 @@ fn last_per_key(mutations: &[Mutation]) -> Vec<&Mutation> {
     kept
 }
 
+impl EtcdStore {
+    /// `from <= key < to` in key order, at most `limit` (0: all); without values when
+    /// `keys_only`, which spares etcd sending them when only presence matters.
+    async fn sorted_range(
+        &self,
+        from: &str,
+        to: &str,
+        limit: usize,
+        keys_only: bool,
+    ) -> Result<Vec<Entry>, StoreError> {
+        if from >= to {
+            return Ok(Vec::new());
+        }
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let mut resp = self
+            .request("range", Repeat::Read, |mut kv| async move {
+                let mut opts = GetOptions::new()
+                    .with_range(to)
+                    .with_limit(limit)
+                    .with_sort(SortTarget::Key, SortOrder::Ascend);
+                if keys_only {
+                    opts = opts.with_keys_only();
+                }
+                kv.get(from, Some(opts)).await
+            })
+            .await?;
+        resp.take_kvs().into_iter().map(entry).collect()
+    }
+}
+
 #[async_trait]
 impl LeaseStore for EtcdStore {
     async fn get(&self, key: &str) -> Result<Option<Entry>, StoreError> {
@@ -252,20 +282,7 @@ impl LeaseStore for EtcdStore {
     }
 
     async fn range(&self, from: &str, to: &str, limit: usize) -> Result<Vec<Entry>, StoreError> {
-        if from >= to {
-            return Ok(Vec::new());
-        }
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let mut resp = self
-            .request("range", Repeat::Read, |mut kv| async move {
-                let opts = GetOptions::new()
-                    .with_range(to)
-                    .with_limit(limit)
-                    .with_sort(SortTarget::Key, SortOrder::Ascend);
-                kv.get(from, Some(opts)).await
-            })
-            .await?;
-        resp.take_kvs().into_iter().map(entry).collect()
+        self.sorted_range(from, to, limit, false).await
     }
 
     async fn range_keys(
@@ -274,21 +291,7 @@ impl LeaseStore for EtcdStore {
         to: &str,
         limit: usize,
     ) -> Result<Vec<Entry>, StoreError> {
-        if from >= to {
-            return Ok(Vec::new());
-        }
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let mut resp = self
-            .request("range", Repeat::Read, |mut kv| async move {
-                let opts = GetOptions::new()
-                    .with_range(to)
-                    .with_limit(limit)
-                    .with_keys_only()
-                    .with_sort(SortTarget::Key, SortOrder::Ascend);
-                kv.get(from, Some(opts)).await
-            })
-            .await?;
-        resp.take_kvs().into_iter().map(entry).collect()
+        self.sorted_range(from, to, limit, true).await
     }
 
     async fn range_at(
