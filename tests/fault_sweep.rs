@@ -65,24 +65,44 @@ impl Fault {
 struct Scenario {
     name: &'static str,
     before: &'static [&'static str],
+    /// More attachments are added before until the call under test is the one that copies
+    /// the log into the database and starts it over.
+    to_log_restart: bool,
     verb: &'static str,
+    /// Occurrences swept per system call.
+    occurrences: usize,
 }
 
 const SCENARIOS: &[Scenario] = &[
     Scenario {
         name: "ADD on a new network",
         before: &[],
+        to_log_restart: false,
         verb: "ADD",
+        occurrences: OCCURRENCES,
     },
     Scenario {
         name: "ADD on a store in use",
         before: &["a", "b"],
+        to_log_restart: false,
         verb: "ADD",
+        occurrences: OCCURRENCES,
     },
     Scenario {
         name: "DEL",
         before: &["a", "b", "victim"],
+        to_log_restart: false,
         verb: "DEL",
+        occurrences: OCCURRENCES,
+    },
+    // The commit, the checkpoint's copy into the database and its sync, and the write that
+    // starts the log over: far more writes than a plain ADD.
+    Scenario {
+        name: "ADD that checkpoints and starts the log over",
+        before: &["a"],
+        to_log_restart: true,
+        verb: "ADD",
+        occurrences: 3 * OCCURRENCES,
     },
 ];
 
@@ -144,6 +164,26 @@ fn count_syscalls(template: &Path, sc: &Scenario) -> BTreeMap<String, usize> {
         }
     }
     counts
+}
+
+/// Whether an ADD of the victim on a copy of `template` starts the log over: the checkpoint
+/// sequence number in the log's header (bytes 12..16) moves then and only then.
+fn victim_restarts_log(template: &Path) -> bool {
+    let s = Scratch::new();
+    copy_dir(template, &s.data_dir());
+    let log = s
+        .data_dir()
+        .join("testnet")
+        .join(format!("{}-wal", kube_ipam_sqlite::DB_FILE));
+    let sequence = || {
+        std::fs::read(&log)
+            .ok()
+            .and_then(|b| b.get(12..16).map(<[u8]>::to_vec))
+    };
+    let was = sequence();
+    let out = support::call("ADD", "victim", "eth0", &[], &conf(&s));
+    assert_eq!(out.code, 0, "victim's ADD: {out:?}");
+    sequence() != was
 }
 
 fn copy_dir(from: &Path, to: &Path) {
@@ -300,6 +340,18 @@ fn no_kill_or_enospc_at_any_write_leaves_an_unusable_store() {
         for id in sc.before {
             support::call("ADD", id, "eth0", &[], &conf(&t)).ip();
         }
+        if sc.to_log_restart {
+            let mut added = 0;
+            while !victim_restarts_log(&t.data_dir()) {
+                assert!(
+                    added < 200,
+                    "no ADD started the log over after {added} more"
+                );
+                support::call("ADD", &format!("fill-{added}"), "eth0", &[], &conf(&t)).ip();
+                added += 1;
+            }
+            eprintln!("{}: after {added} more attachments", sc.name);
+        }
         let before = if sc.before.is_empty() {
             BTreeMap::new()
         } else {
@@ -312,7 +364,7 @@ fn no_kill_or_enospc_at_any_write_leaves_an_unusable_store() {
         eprintln!("{}: {counts:?}", sc.name);
         let mut work = Vec::new();
         for (syscall, &count) in &counts {
-            for n in 1..=count.min(OCCURRENCES) {
+            for n in 1..=count.min(sc.occurrences) {
                 for fault in [Fault::Kill, Fault::Enospc, Fault::Eio] {
                     if matches!(fault, Fault::Eio) && !syscall.contains("sync") {
                         continue;
@@ -441,9 +493,13 @@ fn tmpfs_filled_mid_run_then_emptied() {
     assert_eq!(full.raw_os_error(), Some(libc::ENOSPC), "{full}");
     drop(f);
 
+    // Commits overwrite the log in place once it has been started over, so the first calls
+    // on the full disk may well succeed; the ones after need the database to grow.
     let mut refused = 0;
-    for i in 20..30 {
-        let id = format!("c{i}");
+    let mut tried = 20;
+    while tried < 200 && refused < 3 {
+        let id = format!("c{tried}");
+        tried += 1;
         let out = call("ADD", &id);
         if out.code == 0 {
             held.insert(id, out.ip());
@@ -467,6 +523,10 @@ fn tmpfs_filled_mid_run_then_emptied() {
             refused += 1;
         }
     }
+    eprintln!(
+        "full disk: {} ADDs tried, {refused} calls refused",
+        tried - 20
+    );
     assert!(refused > 0, "the full disk never refused a call");
     // Reads need no space.
     let (code, out, err) = support::cli(&["ls", "--conf", file.to_str().unwrap()]);
@@ -474,7 +534,7 @@ fn tmpfs_filled_mid_run_then_emptied() {
 
     std::fs::remove_file(&filler).unwrap();
     assert_eq!(support::held(&file), held);
-    for i in 20..30 {
+    for i in 20..tried {
         let id = format!("c{i}");
         let ip = call("ADD", &id).ip();
         if let Some(old) = held.insert(id, ip.clone()) {

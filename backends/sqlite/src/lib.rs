@@ -13,6 +13,8 @@
 mod errors;
 pub mod legacy;
 
+use std::cell::Cell;
+use std::ffi::c_int;
 use std::fmt;
 use std::fs::DirBuilder;
 use std::os::unix::fs::DirBuilderExt;
@@ -23,6 +25,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use kube_ipam_store::{Compare, Entry, LeaseStore, Mutation, Revision, StoreError};
 use rusqlite::config::DbConfig;
+use rusqlite::hooks::Wal;
 use rusqlite::{
     params, Connection, OpenFlags, OptionalExtension, Transaction, TransactionBehavior,
 };
@@ -47,10 +50,23 @@ const SCHEMA: &str = "
     ) WITHOUT ROWID;
 ";
 
-/// Size of the write-ahead log past which a commit copies it into the database and empties
-/// it. Small, because every process that opens the store first reads the whole log back to
-/// rebuild its index, and because a node's disk may be nearly full.
-const CHECKPOINT_BYTES: u64 = 256 << 10;
+/// Pages in the write-ahead log past which a commit copies them into the database and starts
+/// the log over. Few, because every process that opens the store first reads the log back
+/// (up to where it was last started over) to rebuild its index.
+const CHECKPOINT_FRAMES: c_int = 64;
+
+/// Size the log file is cut back to when it is started over after a burst made it larger.
+const LOG_FILE_LIMIT: u64 = 512 << 10;
+
+thread_local! {
+    /// Pages in the log after this thread's last commit, as SQLite reported it.
+    static LOG_FRAMES: Cell<c_int> = const { Cell::new(0) };
+}
+
+fn note_log_frames(_: &Wal, frames: c_int) -> rusqlite::Result<()> {
+    LOG_FRAMES.with(|f| f.set(frames));
+    Ok(())
+}
 
 /// A [`LeaseStore`] in a local SQLite database shared with other processes.
 pub struct SqliteStore {
@@ -166,7 +182,7 @@ impl SqliteStore {
             return Err(self.error(&conn, "committing", e));
         }
         self.sync_new_entries()?;
-        self.checkpoint_if_large(&conn);
+        self.checkpoint_if_long(&conn);
         Ok(true)
     }
 
@@ -181,22 +197,45 @@ impl SqliteStore {
         Ok(())
     }
 
-    /// Copies the log into the database and truncates it once it has grown past
-    /// [`CHECKPOINT_BYTES`].
+    /// Copies the log into the database once the last commit left it past
+    /// [`CHECKPOINT_FRAMES`], then makes a write that starts it over at its beginning.
     ///
     /// SQLite's own automatic checkpoint does not suit processes that each make one commit:
-    /// it can only restart the log at the beginning of a later write in the same process, and
-    /// every new process forgets how much was already copied, so the log would grow to its
-    /// limit and stay there, each process reading it all back and copying it again.
+    /// only the process that checkpointed knows the log is copied (a process that opens the
+    /// store later rebuilds its index from the log and must assume nothing is), so only its
+    /// next write may start the log over, and every new process would read the whole log back.
+    /// Started over, the log keeps its size and later commits overwrite it in place, so the
+    /// fsync of each commit has file data to write and no change of size.
     ///
-    /// The commit is already durable: a checkpoint that fails (a reader in the way, a full
-    /// disk) changes nothing and is tried again after a later commit.
-    fn checkpoint_if_large(&self, conn: &Connection) {
-        let large =
-            std::fs::metadata(wal_path(&self.path)).is_ok_and(|m| m.len() > CHECKPOINT_BYTES);
-        if large && conn.busy_timeout(Duration::ZERO).is_ok() {
-            let _ = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+    /// The commit is already durable: a checkpoint that cannot finish (a reader in the way, a
+    /// full disk) changes nothing and is tried again after a later commit.
+    fn checkpoint_if_long(&self, conn: &Connection) {
+        let frames = LOG_FRAMES.with(|f| f.replace(0));
+        if frames < CHECKPOINT_FRAMES || conn.busy_timeout(Duration::ZERO).is_err() {
+            return;
         }
+        let copied = conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, i64>(2)?,
+            ))
+        });
+        if !matches!(copied, Ok((0, log, done)) if log == done) {
+            return;
+        }
+        // Any write that changes a page will do (SQLite skips rewriting a row as it was): a
+        // count of these restarts, which nothing else reads.
+        let restarted = conn.execute_batch(
+            "BEGIN IMMEDIATE;
+             INSERT INTO meta (name, value) VALUES ('log_restarts', 1)
+             ON CONFLICT (name) DO UPDATE SET value = value + 1;
+             COMMIT;",
+        );
+        if restarted.is_err() && !conn.is_autocommit() {
+            let _ = conn.execute_batch("ROLLBACK");
+        }
+        LOG_FRAMES.with(|f| f.set(0));
     }
 }
 
@@ -219,11 +258,14 @@ fn connect(path: &Path, deadline: Instant) -> Result<Connection, StoreError> {
     wait()?;
     // FULL: a commit's log frames are fsynced before COMMIT returns (NORMAL would only sync
     // at checkpoints and could lose an address already handed out).
-    conn.execute_batch(
+    conn.execute_batch(&format!(
         "PRAGMA synchronous = FULL;
-         PRAGMA wal_autocheckpoint = 0;",
-    )
+         PRAGMA wal_autocheckpoint = 0;
+         PRAGMA journal_size_limit = {LOG_FILE_LIMIT};"
+    ))
     .map_err(fail("configuring"))?;
+    // After the pragma above, which clears any log hook: checkpoints follow commits.
+    conn.wal_hook(Some(note_log_frames));
     // Left to its default, the last process to close the store would checkpoint and delete
     // the log, and the next one would create it again: an fsync of the database paid by every
     // short-lived call. Checkpoints happen as commits grow the log.
