@@ -5,7 +5,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use etcd_client::{
     Client, Compare as EtcdCompare, CompareOp, ConnectOptions, GetOptions, KeyValue, KvClient,
-    SortOrder, SortTarget, Txn, TxnOp,
+    SortOrder, SortTarget, Txn, TxnOp, TxnOpResponse,
 };
 use kube_ipam_store::{Compare, Entry, LeaseStore, Mutation, Revision, StoreError};
 use tokio::time::{sleep, timeout_at, Instant};
@@ -343,6 +343,74 @@ impl LeaseStore for EtcdStore {
             .map(entry)
             .collect::<Result<_, _>>()?;
         Ok((entries, read_at))
+    }
+
+    async fn counts(&self, ranges: &[(String, String)]) -> Result<Vec<u64>, StoreError> {
+        Ok(self.range_and_counts("", "", 0, ranges).await?.1)
+    }
+
+    async fn range_and_counts(
+        &self,
+        from: &str,
+        to: &str,
+        limit: usize,
+        ranges: &[(String, String)],
+    ) -> Result<(Vec<Entry>, Vec<u64>), StoreError> {
+        // Empty ranges are left out: etcd reads an end before the start as "to the end".
+        let ranged = from < to;
+        let mut ops = Vec::new();
+        if ranged {
+            let opts = GetOptions::new()
+                .with_range(to)
+                .with_limit(i64::try_from(limit).unwrap_or(i64::MAX))
+                .with_sort(SortTarget::Key, SortOrder::Ascend);
+            ops.push(TxnOp::get(from, Some(opts)));
+        }
+        for (f, t) in ranges.iter().filter(|(f, t)| f < t) {
+            let opts = GetOptions::new().with_range(t.as_str()).with_count_only();
+            ops.push(TxnOp::get(f.as_str(), Some(opts)));
+        }
+        if ops.is_empty() {
+            return Ok((Vec::new(), vec![0; ranges.len()]));
+        }
+        let txn = Txn::new().and_then(ops);
+        let resp = self
+            .request("read", Repeat::Read, |mut kv| {
+                let txn = txn.clone();
+                async move { kv.txn(txn).await }
+            })
+            .await?;
+        let missing = || StoreError::Corrupt {
+            key: from.to_owned(),
+            reason: "etcd answered a read transaction without all its reads".into(),
+        };
+        let mut answers = resp.op_responses().into_iter().map(|r| match r {
+            TxnOpResponse::Get(g) => Some(g),
+            _ => None,
+        });
+        let entries = if ranged {
+            let mut got = answers.next().flatten().ok_or_else(missing)?;
+            got.take_kvs()
+                .into_iter()
+                .map(entry)
+                .collect::<Result<_, _>>()?
+        } else {
+            Vec::new()
+        };
+        let counts = ranges
+            .iter()
+            .map(|(f, t)| {
+                if f >= t {
+                    return Ok(0);
+                }
+                answers
+                    .next()
+                    .flatten()
+                    .and_then(|g| u64::try_from(g.count()).ok())
+                    .ok_or_else(missing)
+            })
+            .collect::<Result<_, _>>()?;
+        Ok((entries, counts))
     }
 
     async fn count(&self, from: &str, to: &str) -> Result<u64, StoreError> {

@@ -248,6 +248,17 @@ async fn ordered_ranges<S: LeaseStore>(s: &S, p: &str) -> Check {
     )?;
     let n = s.count(&sorted[1], &sorted[5]).await.map_err(err)?;
     ensure(n == 4, || format!("count returned {n}, want 4"))?;
+    // Several counts at once, in the order asked, an empty and a reversed range among them.
+    let asked = [
+        (sorted[0].clone(), sorted[2].clone()),
+        (sorted[3].clone(), sorted[3].clone()),
+        (sorted[4].clone(), sorted[1].clone()),
+        (sorted[1].clone(), format!("{p}~")),
+    ];
+    let counts = s.counts(&asked).await.map_err(err)?;
+    ensure(counts == [2, 0, 0, sorted.len() as u64 - 1], || {
+        format!("counts returned {counts:?}")
+    })?;
     let empty = s.range(&sorted[3], &sorted[3], 0).await.map_err(err)?;
     ensure(empty.is_empty(), || "empty range returned entries".into())
 }

@@ -83,6 +83,31 @@ pub trait LeaseStore: Send + Sync {
     /// How many keys lie in `from <= key < to`.
     async fn count(&self, from: &str, to: &str) -> Result<u64, StoreError>;
 
+    /// [`LeaseStore::count`] of each `[from, to)` of `ranges`, in one round trip where the
+    /// store can: a search narrows a block down by counting its parts all at once.
+    async fn counts(&self, ranges: &[(String, String)]) -> Result<Vec<u64>, StoreError> {
+        let mut out = Vec::with_capacity(ranges.len());
+        for (from, to) in ranges {
+            out.push(self.count(from, to).await?);
+        }
+        Ok(out)
+    }
+
+    /// [`LeaseStore::range`] and [`LeaseStore::counts`] together, in one round trip where the
+    /// store can: a search's first step reads a few summary keys and counts where to look.
+    async fn range_and_counts(
+        &self,
+        from: &str,
+        to: &str,
+        limit: usize,
+        ranges: &[(String, String)],
+    ) -> Result<(Vec<Entry>, Vec<u64>), StoreError> {
+        Ok((
+            self.range(from, to, limit).await?,
+            self.counts(ranges).await?,
+        ))
+    }
+
     /// Applies `mutations` if and only if every comparison in `compares` holds.
     /// Returns whether they were applied.
     async fn commit(
@@ -123,6 +148,18 @@ impl<S: LeaseStore + ?Sized> LeaseStore for std::sync::Arc<S> {
     async fn count(&self, from: &str, to: &str) -> Result<u64, StoreError> {
         (**self).count(from, to).await
     }
+    async fn counts(&self, ranges: &[(String, String)]) -> Result<Vec<u64>, StoreError> {
+        (**self).counts(ranges).await
+    }
+    async fn range_and_counts(
+        &self,
+        from: &str,
+        to: &str,
+        limit: usize,
+        ranges: &[(String, String)],
+    ) -> Result<(Vec<Entry>, Vec<u64>), StoreError> {
+        (**self).range_and_counts(from, to, limit, ranges).await
+    }
     async fn commit(
         &self,
         compares: &[Compare],
@@ -162,6 +199,18 @@ impl<S: LeaseStore + ?Sized> LeaseStore for Box<S> {
     }
     async fn count(&self, from: &str, to: &str) -> Result<u64, StoreError> {
         (**self).count(from, to).await
+    }
+    async fn counts(&self, ranges: &[(String, String)]) -> Result<Vec<u64>, StoreError> {
+        (**self).counts(ranges).await
+    }
+    async fn range_and_counts(
+        &self,
+        from: &str,
+        to: &str,
+        limit: usize,
+        ranges: &[(String, String)],
+    ) -> Result<(Vec<Entry>, Vec<u64>), StoreError> {
+        (**self).range_and_counts(from, to, limit, ranges).await
     }
     async fn commit(
         &self,
