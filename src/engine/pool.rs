@@ -81,6 +81,21 @@ impl Pool {
         self.holes.iter().any(|&(a, b)| v >= a && v <= b)
     }
 
+    /// How many dynamic addresses of this pool `a..=b` holds.
+    pub fn dynamic_in(&self, a: u128, b: u128) -> u128 {
+        let (a, b) = (a.max(self.start), b.min(self.end));
+        if a > b {
+            return 0;
+        }
+        let holes: u128 = self
+            .holes
+            .iter()
+            .filter(|&&(ha, hb)| hb >= a && ha <= b)
+            .map(|&(ha, hb)| hb.min(b) - ha.max(a) + 1)
+            .sum();
+        b - a + 1 - holes
+    }
+
     /// Whether `a..=b` holds a dynamic address of this pool.
     pub fn any_dynamic(&self, a: u128, b: u128) -> bool {
         let (a, b) = (a.max(self.start), b.min(self.end));
@@ -182,6 +197,8 @@ mod tests {
             for b in a..(a + 40).min(256) {
                 let naive = (a..=b).any(|v| p.contains_dynamic(base + v));
                 assert_eq!(p.any_dynamic(base + a, base + b), naive, "{a}..={b}");
+                let count = (a..=b).filter(|v| p.contains_dynamic(base + v)).count();
+                assert_eq!(p.dynamic_in(base + a, base + b), count as u128, "{a}..={b}");
             }
         }
     }
