@@ -12,7 +12,9 @@
 # fills, as a long-running etcd would be. Five warm-up runs per point let the first searches
 # write the hints a fill without them lacks. ONLY_BIG=1 runs only the /12 points and the
 # operator commands at a million held; ONLY_MISSED=1 the same and the /16 with one free
-# address. `gc` is run against a stand-in Kubernetes API that lists no pod
+# address. Each point also gets a pairwise ratio (`scripts/lib/pairwise.py`): a DEL+ADD cycle
+# on the point against one on the empty /24, run in turn, which holds up on a loaded machine
+# and against an etcd grown by the fills since the /24 was timed. `gc` is run against a stand-in Kubernetes API that lists no pod
 # (`examples/kube_api.rs`); the fill's records name no pod, so it reads and decodes every
 # attachment and releases none.
 set -euo pipefail
@@ -59,14 +61,29 @@ cat >"$T/run.sh" <<'SH'
 export CNI_CONTAINERID=scale-0001 CNI_IFNAME=eth0 CNI_NETNS=/x CNI_PATH=/usr/lib/cni
 CNI_COMMAND=$2 "$BIN" <"$1" >/dev/null || true
 SH
+cat >"$T/cycle.sh" <<'SH'
+#!/bin/bash
+# usage: cycle.sh CONFIG   a DEL then an ADD of one container: what pairwise.py times
+bash "$(dirname "$0")/run.sh" "$1" DEL
+bash "$(dirname "$0")/run.sh" "$1" ADD
+SH
 export BIN
 
 RESULTS=$T/results.tsv
 : >"$RESULTS"
 
+# pairwise STORE CONF: median wall ratio of a DEL+ADD cycle on CONF to one on the store's
+# empty /24, the two run in turn, so that a load that drifts during the run, and a store grown
+# by the fills since the /24 was timed alone, weigh on both alike.
+pairwise() {
+    local b24
+    b24=$(conf "$1" b24 "$R24")
+    python3 scripts/lib/pairwise.py --quiet -n "$RUNS" --vs "bash $T/cycle.sh $b24" -- bash "$T/cycle.sh" "$2"
+}
+
 # point STORE LABEL CONF: ADD (each run after a DEL) and ADD+DEL, medians; peak RSS of an ADD.
 point() {
-    local store=$1 label=$2 c=$3 rss
+    local store=$1 label=$2 c=$3 rss pair
     hyperfine -N --runs "$RUNS" --warmup 5 --export-json "$T/p.json" \
         --prepare "bash $T/run.sh $c DEL" -n add "bash $T/run.sh $c ADD" >/dev/null
     local add; add=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["results"][0]["median"]*1000)' "$T/p.json")
@@ -78,7 +95,8 @@ point() {
     rss=$(CNI_COMMAND=ADD CNI_CONTAINERID=scale-rss CNI_IFNAME=eth0 CNI_NETNS=/x CNI_PATH=/usr/lib/cni \
         /usr/bin/time -v "$BIN" <"$c" 2>&1 >/dev/null | awk -F': ' '/Maximum resident/ {print $2}' || true)
     CNI_COMMAND=DEL CNI_CONTAINERID=scale-rss CNI_IFNAME=eth0 CNI_NETNS=/x CNI_PATH=/usr/lib/cni "$BIN" <"$c" >/dev/null
-    printf '%s\t%s\t%s\t%s\t%s\n' "$store" "$label" "$add" "$del" "$rss" | tee -a "$RESULTS" >&2
+    pair=$(pairwise "$store" "$c")
+    printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$store" "$label" "$add" "$del" "$rss" "$pair" | tee -a "$RESULTS" >&2
 }
 
 # fill CONF MODE [N], then check-store
@@ -104,7 +122,7 @@ op() {
     out=$(tail -1 "$T/time")
     # A failed command's time means nothing: say so in the table, with its last words.
     if [ "$rc" != 0 ]; then label="$label (FAILED, exit $rc)"; tail -3 "$T/op.err" >&2; fi
-    printf '%s\top %s\t%s\t-\t%s\n' "$store" "$label" "${out% *}" "${out#* }" | tee -a "$RESULTS" >&2
+    printf '%s\top %s\t%s\t-\t%s\t-\n' "$store" "$label" "${out% *}" "${out#* }" | tee -a "$RESULTS" >&2
 }
 
 R24='[[{"subnet":"10.240.0.0/24"}]]'
@@ -160,12 +178,12 @@ import sys
 rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1])]
 base = {r[0]: float(r[2]) for r in rows if r[1] == "/24 empty"}
 print()
-print(f"{'store':9} {'case':36} {'ADD ms':>8} {'vs /24':>7} {'DEL ms':>8} {'vs /24':>7} {'RSS KiB':>8}")
+print(f"{'store':9} {'case':36} {'ADD ms':>8} {'vs /24':>7} {'DEL ms':>8} {'vs /24':>7} {'RSS KiB':>8} {'pairwise':>9}")
 bdel = {r[0]: float(r[3]) for r in rows if r[1] == "/24 empty"}
-for store, label, add, dele, rss in rows:
+for store, label, add, dele, rss, pair in rows:
     if label.startswith("op "):
         print(f"{store:9} {label[3:]:36} {float(add):7.2f}s {'':>7} {'':>8} {'':>7} {rss:>8}")
         continue
     a, d = float(add), float(dele)
-    print(f"{store:9} {label:36} {a:8.2f} {a/base[store]:6.2f}x {d:8.2f} {d/bdel[store]:6.2f}x {rss:>8}")
+    print(f"{store:9} {label:36} {a:8.2f} {a/base[store]:6.2f}x {d:8.2f} {d/bdel[store]:6.2f}x {rss:>8} {pair:>8}x")
 PY
