@@ -12,9 +12,9 @@
 # fills, as a long-running etcd would be. Five warm-up runs per point let the first searches
 # write the hints a fill without them lacks. ONLY_BIG=1 runs only the /12 points and the
 # operator commands at a million held; ONLY_MISSED=1 the same and the /16 with one free
-# address. Each point also gets a pairwise ratio (`scripts/lib/pairwise.py`): a DEL+ADD cycle
-# on the point against one on the empty /24, run in turn, which holds up on a loaded machine
-# and against an etcd grown by the fills since the /24 was timed. `gc` is run against a stand-in Kubernetes API that lists no pod
+# address. Each point also gets pairwise ratios (`scripts/lib/pairwise.py`): its ADD and its
+# DEL against the empty /24's, run in turn, which hold up on a loaded machine and against an
+# etcd grown by the fills since the /24 was timed. `gc` is run against a stand-in Kubernetes API that lists no pod
 # (`examples/kube_api.rs`); the fill's records name no pod, so it reads and decodes every
 # attachment and releases none.
 set -euo pipefail
@@ -61,24 +61,30 @@ cat >"$T/run.sh" <<'SH'
 export CNI_CONTAINERID=scale-0001 CNI_IFNAME=eth0 CNI_NETNS=/x CNI_PATH=/usr/lib/cni
 CNI_COMMAND=$2 "$BIN" <"$1" >/dev/null || true
 SH
-cat >"$T/cycle.sh" <<'SH'
+cat >"$T/verb.sh" <<'SH'
 #!/bin/bash
-# usage: cycle.sh CONFIG   a DEL then an ADD of one container: what pairwise.py times
-bash "$(dirname "$0")/run.sh" "$1" DEL
-bash "$(dirname "$0")/run.sh" "$1" ADD
+# usage: verb.sh VERB CONFIG   run.sh with its arguments the other way round, so that
+# pairwise.py can append the config to its untimed step
+bash "$(dirname "$0")/run.sh" "$2" "$1"
 SH
 export BIN
 
 RESULTS=$T/results.tsv
 : >"$RESULTS"
 
-# pairwise STORE CONF: median wall ratio of a DEL+ADD cycle on CONF to one on the store's
-# empty /24, the two run in turn, so that a load that drifts during the run, and a store grown
-# by the fills since the /24 was timed alone, weigh on both alike.
+# pairwise STORE CONF: median wall ratios of an ADD (each after an untimed DEL), then of a
+# DEL (each after an untimed ADD), on CONF to the same on the store's empty /24, the two run
+# in turn, so that a load that drifts during the run, and a store grown by the fills since
+# the /24 was timed alone, weigh on both alike.
 pairwise() {
-    local b24
+    local b24 verb other
     b24=$(conf "$1" b24 "$R24")
-    python3 scripts/lib/pairwise.py --quiet -n "$RUNS" --vs "bash $T/cycle.sh $b24" -- bash "$T/cycle.sh" "$2"
+    for verb in ADD DEL; do
+        other=DEL; [ "$verb" = DEL ] && other=ADD
+        python3 scripts/lib/pairwise.py --quiet -n "$RUNS" --warmup 5 \
+            --prepare "bash $T/verb.sh $other" \
+            --vs "bash $T/verb.sh $verb $b24" -- bash "$T/verb.sh" "$verb" "$2"
+    done | paste -sd' '
 }
 
 # point STORE LABEL CONF: ADD (each run after a DEL) and ADD+DEL, medians; peak RSS of an ADD.
@@ -178,12 +184,12 @@ import sys
 rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1])]
 base = {r[0]: float(r[2]) for r in rows if r[1] == "/24 empty"}
 print()
-print(f"{'store':9} {'case':36} {'ADD ms':>8} {'vs /24':>7} {'DEL ms':>8} {'vs /24':>7} {'RSS KiB':>8} {'pairwise':>9}")
+print(f"{'store':9} {'case':36} {'ADD ms':>8} {'vs /24':>7} {'DEL ms':>8} {'vs /24':>7} {'RSS KiB':>8} {'pairwise ADD, DEL':>18}")
 bdel = {r[0]: float(r[3]) for r in rows if r[1] == "/24 empty"}
 for store, label, add, dele, rss, pair in rows:
     if label.startswith("op "):
         print(f"{store:9} {label[3:]:36} {float(add):7.2f}s {'':>7} {'':>8} {'':>7} {rss:>8}")
         continue
     a, d = float(add), float(dele)
-    print(f"{store:9} {label:36} {a:8.2f} {a/base[store]:6.2f}x {d:8.2f} {d/bdel[store]:6.2f}x {rss:>8} {pair:>8}x")
+    print(f"{store:9} {label:36} {a:8.2f} {a/base[store]:6.2f}x {d:8.2f} {d/bdel[store]:6.2f}x {rss:>8} {pair:>18}")
 PY

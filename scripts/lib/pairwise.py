@@ -5,8 +5,11 @@ pair-by-pair ratios A/B of wall and CPU time (and their minimum and maximum).
 A ratio taken pair by pair holds when the machine's speed drifts during a run, which single
 medians of each command taken minutes apart do not.
 
-usage: pairwise.py [-n RUNS] [--warmup N] [--quiet] --vs 'COMMAND B' -- COMMAND A [ARG ...]
-       (COMMAND B is split as a shell splits words; neither command gets a shell)
+usage: pairwise.py [-n RUNS] [--warmup N] [--quiet] [--prepare 'COMMAND P']
+                   --vs 'COMMAND B' -- COMMAND A [ARG ...]
+       (COMMAND B and P are split as a shell splits words; no command gets a shell; P, if
+       given, runs untimed before every run of A and of B, with the last word of that
+       command appended: A's last word before A, B's before B)
 """
 import argparse
 import os
@@ -35,18 +38,26 @@ def main():
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--vs", required=True)
     p.add_argument("--quiet", action="store_true", help="print only the median wall ratio")
+    p.add_argument("--prepare", default=None)
     p.add_argument("a", nargs=argparse.REMAINDER)
     args = p.parse_args()
     a = args.a[1:] if args.a[:1] == ["--"] else args.a
     if not a:
         p.error("no command A")
     b = shlex.split(args.vs)
+    prep = shlex.split(args.prepare) if args.prepare else None
+
+    def timed(cmd):
+        if prep:
+            run(prep + cmd[-1:])
+        return run(cmd)
+
     for _ in range(args.warmup):
-        run(a)
-        run(b)
+        timed(a)
+        timed(b)
     walls, cpus, wa, wb = [], [], [], []
     for _ in range(args.n):
-        (aw, ac), (bw, bc) = run(a), run(b)
+        (aw, ac), (bw, bc) = timed(a), timed(b)
         wa.append(aw)
         wb.append(bw)
         walls.append(aw / bw)
