@@ -1,13 +1,17 @@
 //! Range search: find a free address whose cost does not depend on the range's size or fill.
 //!
-//! Most searches end in the first window: one ordered read of the keys of 1024 addresses at
-//! a random point, which also keeps concurrent allocators (other processes, other nodes)
-//! apart. When that window is full the search turns to the free-space hints
-//! ([`super::hints`]): it reads the hints of the top-level blocks of the range, goes down
-//! into a block not known to be full, and so on to a window, writing "full" hints for what it
-//! finds full on the way. A full range is known from one read of hints; a range that is
-//! missing its hints (written by an older version, or imported) is read window by window once
-//! and carries hints afterwards.
+//! What costs on etcd is reading keys (each is read from disk); counts come from its index.
+//! So a search reads the free-space hints ([`super::hints`]) above the windows in its first
+//! request, together with counts of where to look next: of the windows' hints in a range of
+//! up to 1024 windows, of the parts of a random window in a larger one. A range some hint
+//! calls full ends there. Otherwise the search goes to a window not known to be full (by
+//! reading the few hints there are, or, when nearly every window has one, by counting hint
+//! keys in groups down to a window without), counts the window's records in parts and reads
+//! only a part with room, at a random spot, which also keeps concurrent allocators (other
+//! processes, other nodes) apart. It writes "full" hints for what it finds full on the way,
+//! and those above the windows once it finds the whole range full. A range missing its hints
+//! (written by an older version, or imported) is counted window by window once and carries
+//! hints afterwards.
 
 use std::collections::BTreeSet;
 use std::future::Future;
