@@ -240,6 +240,14 @@ fn last_per_key(mutations: &[Mutation]) -> Vec<&Mutation> {
     kept
 }
 
+/// A range read up to `to` in key order, at most `limit` entries (0: all).
+fn in_key_order(to: &str, limit: usize) -> GetOptions {
+    GetOptions::new()
+        .with_range(to)
+        .with_limit(i64::try_from(limit).unwrap_or(i64::MAX))
+        .with_sort(SortTarget::Key, SortOrder::Ascend)
+}
+
 impl EtcdStore {
     /// `from <= key < to` in key order, at most `limit` (0: all); without values when
     /// `keys_only`, which spares etcd sending them when only presence matters.
@@ -253,13 +261,9 @@ impl EtcdStore {
         if from >= to {
             return Ok(Vec::new());
         }
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let mut resp = self
             .request("range", Repeat::Read, |mut kv| async move {
-                let mut opts = GetOptions::new()
-                    .with_range(to)
-                    .with_limit(limit)
-                    .with_sort(SortTarget::Key, SortOrder::Ascend);
+                let mut opts = in_key_order(to, limit);
                 if keys_only {
                     opts = opts.with_keys_only();
                 }
@@ -301,7 +305,6 @@ impl LeaseStore for EtcdStore {
         limit: usize,
         at: Option<Revision>,
     ) -> Result<(Vec<Entry>, Revision), StoreError> {
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let pinned = match at.map(i64::try_from) {
             None => 0,
             Some(Ok(r)) => r,
@@ -315,14 +318,12 @@ impl LeaseStore for EtcdStore {
         let mut resp = self
             .request("range", Repeat::Read, |mut kv| async move {
                 // Revision 0 asks etcd for the newest; its header says which that was.
-                let opts = GetOptions::new().with_revision(pinned);
                 let opts = if from < to {
-                    opts.with_range(to)
-                        .with_limit(limit)
-                        .with_sort(SortTarget::Key, SortOrder::Ascend)
+                    in_key_order(to, limit)
                 } else {
-                    opts.with_count_only()
-                };
+                    GetOptions::new().with_count_only()
+                }
+                .with_revision(pinned);
                 kv.get(from, Some(opts)).await
             })
             .await?;
@@ -360,11 +361,7 @@ impl LeaseStore for EtcdStore {
         let ranged = from < to;
         let mut ops = Vec::new();
         if ranged {
-            let opts = GetOptions::new()
-                .with_range(to)
-                .with_limit(i64::try_from(limit).unwrap_or(i64::MAX))
-                .with_sort(SortTarget::Key, SortOrder::Ascend);
-            ops.push(TxnOp::get(from, Some(opts)));
+            ops.push(TxnOp::get(from, Some(in_key_order(to, limit))));
         }
         for (f, t) in ranges.iter().filter(|(f, t)| f < t) {
             let opts = GetOptions::new().with_range(t.as_str()).with_count_only();
