@@ -235,7 +235,6 @@ impl SqliteStore {
         if restarted.is_err() && !conn.is_autocommit() {
             let _ = conn.execute_batch("ROLLBACK");
         }
-        LOG_FRAMES.with(|f| f.set(0));
     }
 }
 
