@@ -6,14 +6,14 @@ use std::time::Duration;
 
 use kube_ipam_store::records::{decode, encode};
 use kube_ipam_store::{
-    AttachedIp, Attachment, Binding, Compare, Holder, IpRecord, Kind, LeaseStore, Mutation, PodRef,
-    Revision,
+    Answer, AttachedIp, Attachment, Binding, Compare, Holder, IpRecord, Kind, LeaseStore, Mutation,
+    PodRef, Read, Revision,
 };
 use rand::Rng;
 
 use super::original::OriginalHeld;
 use super::pool::{to_u128, Pool};
-use super::search::find_free_avoiding;
+use super::search::Start;
 use crate::metrics::counts::{self, Counter};
 use crate::{Error, Result};
 
@@ -406,7 +406,8 @@ impl<S: LeaseStore> Allocator<S> {
         Ok(())
     }
 
-    /// A free address from the first range of `set` that has one.
+    /// A free address from the first range of `set` that has one. The first reads of every
+    /// range's search go out as one request: a range behind a full one costs no extra trip.
     async fn pick_dynamic(
         &self,
         set: &[Pool],
@@ -415,14 +416,23 @@ impl<S: LeaseStore> Allocator<S> {
     ) -> Result<AttachedIp> {
         let mut rng = rand::rng();
         let mut rnd = move || rng.random::<u128>();
-        for p in set {
+        let starts: Vec<Start> = set
+            .iter()
+            .enumerate()
+            .map(|(i, p)| Start::new(&self.keys, p, i > 0, &mut rnd))
+            .collect();
+        let reads: Vec<Read> = starts.iter().flat_map(|s| s.reads().to_vec()).collect();
+        let mut answers = self.store.reads(&reads).await?.into_iter();
+        for (p, start) in set.iter().zip(starts) {
+            let mine: Vec<Answer> = answers.by_ref().take(start.reads().len()).collect();
             let avoid: BTreeSet<u128> = original
                 .keys()
                 .filter(|ip| ip.is_ipv6() == p.v6)
                 .map(|ip| to_u128(*ip))
                 .collect();
-            if let Some(v) =
-                find_free_avoiding(&self.store, &self.keys, p, &avoid, &mut rnd).await?
+            if let Some(v) = start
+                .finish(&self.store, &self.keys, p, &avoid, &mut rnd, mine)
+                .await?
             {
                 return Ok(attached(p, v, kind, None));
             }

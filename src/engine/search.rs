@@ -4,7 +4,8 @@
 //! So a search reads the free-space hints ([`super::hints`]) above the windows in its first
 //! request, together with counts of where to look next: of the windows' hints in a range of
 //! up to 1024 windows, of the parts of a random window in a larger one. A range some hint
-//! calls full ends there. Otherwise the search goes to a window not known to be full (by
+//! calls full ends there. That first request is made ready ahead ([`Start`]), so a range set
+//! sends the first requests of all its ranges as one. Otherwise the search goes to a window not known to be full (by
 //! reading the few hints there are, or, when nearly every window has one, by counting hint
 //! keys in groups down to a window without), counts the window's records in parts and reads
 //! only a part with room, at a random spot, which also keeps concurrent allocators (other
@@ -17,7 +18,7 @@ use std::collections::BTreeSet;
 use std::future::Future;
 use std::pin::Pin;
 
-use kube_ipam_store::{Compare, Entry, Keys, LeaseStore, Mutation};
+use kube_ipam_store::{Answer, Compare, Entry, Keys, LeaseStore, Mutation, Read};
 
 use super::bitmap::Bitmap;
 use super::hints::{self, Hint, Seen, Span};
@@ -116,70 +117,168 @@ pub async fn find_free<S: LeaseStore + ?Sized>(
     pool: &Pool,
     rnd: &mut impl FnMut() -> u128,
 ) -> Result<Option<u128>> {
-    find_free_avoiding(store, keys, pool, &BTreeSet::new(), rnd).await
+    let first = Start::new(keys, pool, false, rnd);
+    let answers = store.reads(first.reads()).await?;
+    first
+        .finish(store, keys, pool, &BTreeSet::new(), rnd, answers)
+        .await
 }
 
-/// [`find_free`], with `avoid` taken too: addresses held where kube-ipam keeps no record (the
-/// original plugin's `used/` keys). They are never picked, but they never go into a hint
-/// either: hints say where records are, and those addresses come free without a release of
-/// ours to correct a hint.
-pub async fn find_free_avoiding<S: LeaseStore + ?Sized>(
-    store: &S,
-    keys: &Keys,
-    pool: &Pool,
-    avoid: &BTreeSet<u128>,
-    rnd: &mut impl FnMut() -> u128,
-) -> Result<Option<u128>> {
-    let mut search = Search {
-        store,
-        keys,
-        pool,
-        avoid,
-        rnd,
-    };
-    if hints::block(0, pool.start) == hints::block(0, pool.end) {
-        // The whole range is one window: its one read is as cheap as any hint.
-        let taken = search.taken(pool.start, pool.end).await?;
-        return Ok(search.pick(pool.start, pool.end, &taken));
-    }
-    let top = search.top();
-    // The first step is one request: the hints above the windows, and counts of where to
-    // look next. In a range of up to 1024 windows, those are counts of the windows' hints:
-    // there are few unless the range is nearly full, and then they lead straight to the
-    // windows with room. In a larger one (a /8, a /64), counts of the parts of a random
-    // window, which nearly always has room.
-    let span = pool.end - pool.start + 1;
-    let (bf, bl) = hints::block(0, pool.start + (search.rnd)() % span);
-    let (groups, ranges) = if top == 0 {
-        let s = hints::shift(0);
-        search.hint_groups(0, pool.start >> s, pool.end >> s)
-    } else {
-        search.parts(bf, bl)
-    };
-    let (af, at) = search.above_keys();
-    let (entries, counts) = store
-        .range_and_counts(&af, &at, ABOVE_LIMIT, &ranges)
-        .await?;
-    let counted: Vec<(Span, u128)> = groups
-        .into_iter()
-        .zip(counts.into_iter().map(u128::from))
-        .collect();
-    let above = search.above(&entries);
-    if above.full {
-        return Ok(None);
-    }
-    let found = if top == 0 {
-        search.hinted(top, Some(counted)).await?
-    } else {
-        if let Look::Free(v) = search.look(bf, bl, Some(counted)).await? {
-            return Ok(Some(v));
+/// The first request of a search, made ready before the search runs, so that the first
+/// requests of every range of a set go out as one ([`LeaseStore::reads`]): a range behind a
+/// full one then costs no round trip of its own.
+pub struct Start {
+    step: Step,
+    reads: Vec<Read>,
+}
+
+enum Step {
+    /// The whole range is one window: its one read is as cheap as any hint.
+    Window,
+    /// The range is one window, behind another range of its set: a random part of it is
+    /// read, which bounds what is read in vain while the ranges ahead have room.
+    Glimpse(Span),
+    /// The hints above the windows, and counts of where to look next (`groups`): of the
+    /// windows' hints when `top` is 0, of the parts of the random window `window` otherwise.
+    Counted {
+        top: u8,
+        window: Span,
+        groups: Vec<Span>,
+    },
+}
+
+impl Start {
+    /// The first step of a search of `pool`; `behind`: whether ranges come before it in its
+    /// set, in which case it is made ahead of knowing whether it is needed at all.
+    pub fn new(keys: &Keys, pool: &Pool, behind: bool, rnd: &mut impl FnMut() -> u128) -> Start {
+        let search = Search {
+            store: &(),
+            keys,
+            pool,
+            avoid: &BTreeSet::new(),
+            rnd,
+        };
+        let span = pool.end - pool.start + 1;
+        if hints::block(0, pool.start) == hints::block(0, pool.end) {
+            if behind && span > PART {
+                let from = pool.start + (search.rnd)() % (span - PART + 1);
+                let to = from + PART - 1;
+                return Start {
+                    step: Step::Glimpse((from, to)),
+                    reads: vec![search.taken_read(from, to)],
+                };
+            }
+            return Start {
+                step: Step::Window,
+                reads: vec![search.taken_read(pool.start, pool.end)],
+            };
         }
-        search.hinted(top, None).await?
-    };
-    if found.is_none() {
-        search.mark_above(top, &above.seen).await?;
+        let top = search.top();
+        // In a range of up to 1024 windows, the windows' hints are counted: there are few
+        // unless the range is nearly full, and then they lead straight to the windows with
+        // room. In a larger one (a /8, a /64), the parts of a random window, which nearly
+        // always has room.
+        let window = hints::block(0, pool.start + (search.rnd)() % span);
+        let (groups, ranges) = if top == 0 {
+            let s = hints::shift(0);
+            search.hint_groups(0, pool.start >> s, pool.end >> s)
+        } else {
+            search.parts(window.0, window.1)
+        };
+        let (from, to) = search.above_keys();
+        let mut reads = vec![Read::Range {
+            from,
+            to,
+            limit: ABOVE_LIMIT,
+            keys_only: false,
+        }];
+        reads.extend(
+            ranges
+                .into_iter()
+                .map(|(from, to)| Read::Count { from, to }),
+        );
+        Start {
+            step: Step::Counted {
+                top,
+                window,
+                groups,
+            },
+            reads,
+        }
     }
-    Ok(found)
+
+    /// What to read first.
+    pub fn reads(&self) -> &[Read] {
+        &self.reads
+    }
+
+    /// The search, from the `answers` to [`Self::reads`]. Addresses in `avoid` are taken
+    /// too: held where kube-ipam keeps no record (the original plugin's `used/` keys). They
+    /// are never picked, but they never go into a hint either: hints say where records are,
+    /// and those addresses come free without a release of ours to correct a hint.
+    pub async fn finish<S: LeaseStore + ?Sized>(
+        self,
+        store: &S,
+        keys: &Keys,
+        pool: &Pool,
+        avoid: &BTreeSet<u128>,
+        rnd: &mut impl FnMut() -> u128,
+        answers: Vec<Answer>,
+    ) -> Result<Option<u128>> {
+        let mut search = Search {
+            store,
+            keys,
+            pool,
+            avoid,
+            rnd,
+        };
+        let mut answers = answers.into_iter();
+        let mut next = move || {
+            answers.next().ok_or_else(|| {
+                crate::Error::Internal("a search's first read came back short".into())
+            })
+        };
+        let (top, (bf, bl), groups) = match self.step {
+            Step::Window => {
+                let taken = search.parse_taken(next()?.into_entries()?);
+                return Ok(search.pick(pool.start, pool.end, &taken));
+            }
+            Step::Glimpse((from, to)) => {
+                let taken = search.parse_taken(next()?.into_entries()?);
+                if let Some(v) = search.pick(from, to, &taken) {
+                    return Ok(Some(v));
+                }
+                let taken = search.taken(pool.start, pool.end).await?;
+                return Ok(search.pick(pool.start, pool.end, &taken));
+            }
+            Step::Counted {
+                top,
+                window,
+                groups,
+            } => (top, window, groups),
+        };
+        let entries = next()?.into_entries()?;
+        let counted = groups
+            .into_iter()
+            .map(|g| Ok((g, u128::from(next()?.into_count()?))))
+            .collect::<Result<Vec<(Span, u128)>>>()?;
+        let above = search.above(&entries);
+        if above.full {
+            return Ok(None);
+        }
+        let found = if top == 0 {
+            search.hinted(top, Some(counted)).await?
+        } else {
+            if let Look::Free(v) = search.look(bf, bl, Some(counted)).await? {
+                return Ok(Some(v));
+            }
+            search.hinted(top, None).await?
+        };
+        if found.is_none() {
+            search.mark_above(top, &above.seen).await?;
+        }
+        Ok(found)
+    }
 }
 
 /// The hints of the levels above the windows over a range, as one read found them.
@@ -234,6 +333,114 @@ enum Outcome {
 
 type Boxed<'b, T> = Pin<Box<dyn Future<Output = Result<T>> + 'b>>;
 
+/// What a search reads and works out without the store.
+impl<S: ?Sized, R> Search<'_, S, R> {
+    /// [`Self::taken`] as a read of a batch.
+    fn taken_read(&self, from: u128, to: u128) -> Read {
+        let (from, to) = self.keys.ip_range(self.pool.addr(from), self.pool.addr(to));
+        Read::Range {
+            from,
+            to,
+            limit: 0,
+            keys_only: true,
+        }
+    }
+
+    /// The addresses of the address records `entries`.
+    fn parse_taken(&self, entries: Vec<Entry>) -> Vec<u128> {
+        entries
+            .iter()
+            .filter_map(|e| self.keys.parse_ip(&e.key))
+            .map(super::pool::to_u128)
+            .collect()
+    }
+
+    /// Blocks of `level` over the pool.
+    fn blocks_over(&self, level: u8) -> u128 {
+        let s = hints::shift(level);
+        (self.pool.end >> s) - (self.pool.start >> s) + 1
+    }
+
+    /// The lowest level whose blocks over the pool fit one read.
+    fn top(&self) -> u8 {
+        let mut top = 0;
+        while top + 1 < hints::levels(self.pool.v6) && self.blocks_over(top) > FANOUT {
+            top += 1;
+        }
+        top
+    }
+
+    /// Where the hints of every level above the windows over the pool lie: from the pool's
+    /// first block of level 1 to its last block of the top level. The range also holds the
+    /// few hints of level 1 and up past the pool (each covers a million addresses or more).
+    fn above_keys(&self) -> (String, String) {
+        let v6 = self.pool.v6;
+        let levels = hints::levels(v6);
+        let first = hints::block(1, self.pool.start).0;
+        let last = hints::block(levels - 1, self.pool.end).0;
+        let (from, _) = self.keys.hint_range(v6, 1, first, first);
+        let (_, to) = self.keys.hint_range(v6, levels - 1, last, last);
+        (from, to)
+    }
+
+    /// What the hints above the windows (read from [`Self::above_keys`], at most
+    /// [`ABOVE_LIMIT`]) say of the pool: a range some level calls full is known full from a
+    /// handful of keys, and a range behind it in the config costs nothing more. A read that
+    /// came back full to its limit tells nothing.
+    fn above(&self, entries: &[Entry]) -> Above {
+        let v6 = self.pool.v6;
+        let levels = hints::levels(v6);
+        let mut above = Above {
+            full: false,
+            seen: vec![Vec::new(); usize::from(levels - 1)],
+        };
+        if entries.len() >= ABOVE_LIMIT {
+            return above;
+        }
+        for level in 1..levels {
+            if self.blocks_over(level) > FANOUT {
+                continue;
+            }
+            let s = hints::shift(level);
+            let blocks: Vec<(u128, Seen)> = ((self.pool.start >> s)..=(self.pool.end >> s))
+                .map(|b| {
+                    let first = b << s;
+                    let seen = entries
+                        .iter()
+                        .find(|e| self.keys.parse_hint(v6, level, &e.key) == Some(first))
+                        .map_or(Seen::ABSENT, Seen::from_entry);
+                    (first, seen)
+                })
+                .collect();
+            above.full |= blocks.iter().all(|(_, seen)| seen.full_for(self.pool));
+            above.seen[usize::from(level - 1)] = blocks;
+        }
+        above
+    }
+
+    /// The blocks of `level` `lo..=hi` (indexes) in [`PARTS`] groups, and the key range of
+    /// each group's hints.
+    fn hint_groups(&self, level: u8, lo: u128, hi: u128) -> (Vec<Span>, Vec<(String, String)>) {
+        let s = hints::shift(level);
+        let groups = split(lo, hi);
+        let ranges = groups
+            .iter()
+            .map(|&(x, y)| self.keys.hint_range(self.pool.v6, level, x << s, y << s))
+            .collect();
+        (groups, ranges)
+    }
+
+    /// `a..=b` in [`PARTS`] parts, and the key range of each part's address records.
+    fn parts(&self, a: u128, b: u128) -> (Vec<Span>, Vec<(String, String)>) {
+        let parts = split(a, b);
+        let ranges = parts
+            .iter()
+            .map(|&(x, y)| self.keys.ip_range(self.pool.addr(x), self.pool.addr(y)))
+            .collect();
+        (parts, ranges)
+    }
+}
+
 impl<'a, S: LeaseStore + ?Sized, R: FnMut() -> u128> Search<'a, S, R> {
     fn random_below(&mut self, n: usize) -> usize {
         ((self.rnd)() % n.max(1) as u128) as usize
@@ -243,11 +450,7 @@ impl<'a, S: LeaseStore + ?Sized, R: FnMut() -> u128> Search<'a, S, R> {
     async fn taken(&self, from: u128, to: u128) -> Result<Vec<u128>> {
         let (kf, kt) = self.keys.ip_range(self.pool.addr(from), self.pool.addr(to));
         let entries = self.store.range_keys(&kf, &kt, 0).await?;
-        Ok(entries
-            .iter()
-            .filter_map(|e| self.keys.parse_ip(&e.key))
-            .map(super::pool::to_u128)
-            .collect())
+        Ok(self.parse_taken(entries))
     }
 
     /// Looks for a free address in the window `bf..=bl`.
@@ -353,69 +556,6 @@ impl<'a, S: LeaseStore + ?Sized, R: FnMut() -> u128> Search<'a, S, R> {
         Ok(seen)
     }
 
-    /// Blocks of `level` over the pool.
-    fn blocks_over(&self, level: u8) -> u128 {
-        let s = hints::shift(level);
-        (self.pool.end >> s) - (self.pool.start >> s) + 1
-    }
-
-    /// The lowest level whose blocks over the pool fit one read.
-    fn top(&self) -> u8 {
-        let mut top = 0;
-        while top + 1 < hints::levels(self.pool.v6) && self.blocks_over(top) > FANOUT {
-            top += 1;
-        }
-        top
-    }
-
-    /// Where the hints of every level above the windows over the pool lie: from the pool's
-    /// first block of level 1 to its last block of the top level. The range also holds the
-    /// few hints of level 1 and up past the pool (each covers a million addresses or more).
-    fn above_keys(&self) -> (String, String) {
-        let v6 = self.pool.v6;
-        let levels = hints::levels(v6);
-        let first = hints::block(1, self.pool.start).0;
-        let last = hints::block(levels - 1, self.pool.end).0;
-        let (from, _) = self.keys.hint_range(v6, 1, first, first);
-        let (_, to) = self.keys.hint_range(v6, levels - 1, last, last);
-        (from, to)
-    }
-
-    /// What the hints above the windows (read from [`Self::above_keys`], at most
-    /// [`ABOVE_LIMIT`]) say of the pool: a range some level calls full is known full from a
-    /// handful of keys, and a range behind it in the config costs nothing more. A read that
-    /// came back full to its limit tells nothing.
-    fn above(&self, entries: &[Entry]) -> Above {
-        let v6 = self.pool.v6;
-        let levels = hints::levels(v6);
-        let mut above = Above {
-            full: false,
-            seen: vec![Vec::new(); usize::from(levels - 1)],
-        };
-        if entries.len() >= ABOVE_LIMIT {
-            return above;
-        }
-        for level in 1..levels {
-            if self.blocks_over(level) > FANOUT {
-                continue;
-            }
-            let s = hints::shift(level);
-            let blocks: Vec<(u128, Seen)> = ((self.pool.start >> s)..=(self.pool.end >> s))
-                .map(|b| {
-                    let first = b << s;
-                    let seen = entries
-                        .iter()
-                        .find(|e| self.keys.parse_hint(v6, level, &e.key) == Some(first))
-                        .map_or(Seen::ABSENT, Seen::from_entry);
-                    (first, seen)
-                })
-                .collect();
-            above.full |= blocks.iter().all(|(_, seen)| seen.full_for(self.pool));
-            above.seen[usize::from(level - 1)] = blocks;
-        }
-        above
-    }
-
     /// After a search found the pool full from the blocks of `top`, records it level by
     /// level above, so that [`Self::above`] knows it next time. `seen` holds the hints of
     /// those levels as read before the search.
@@ -481,28 +621,6 @@ impl<'a, S: LeaseStore + ?Sized, R: FnMut() -> u128> Search<'a, S, R> {
             done += len;
         }
         Ok(None)
-    }
-
-    /// The blocks of `level` `lo..=hi` (indexes) in [`PARTS`] groups, and the key range of
-    /// each group's hints.
-    fn hint_groups(&self, level: u8, lo: u128, hi: u128) -> (Vec<Span>, Vec<(String, String)>) {
-        let s = hints::shift(level);
-        let groups = split(lo, hi);
-        let ranges = groups
-            .iter()
-            .map(|&(x, y)| self.keys.hint_range(self.pool.v6, level, x << s, y << s))
-            .collect();
-        (groups, ranges)
-    }
-
-    /// `a..=b` in [`PARTS`] parts, and the key range of each part's address records.
-    fn parts(&self, a: u128, b: u128) -> (Vec<Span>, Vec<(String, String)>) {
-        let parts = split(a, b);
-        let ranges = parts
-            .iter()
-            .map(|&(x, y)| self.keys.ip_range(self.pool.addr(x), self.pool.addr(y)))
-            .collect();
-        (parts, ranges)
     }
 
     /// Counts the hint keys of the groups of [`Self::hint_groups`], in one request.

@@ -467,3 +467,132 @@ fn gc_goes_on_past_an_unreadable_record_and_reports_it() {
         assert_eq!(left, [bad, keys.owner("c3", "eth0")]);
     });
 }
+
+#[test]
+fn a_set_is_used_up_range_by_range_in_order() {
+    // One window, two windows, then one window past the part a range behind is first
+    // glimpsed at: every kind of first step, and the way on from each once it is full.
+    let conf = ipam(vec![vec![
+        range("10.4.0.0/29", "10.4.0.2", "10.4.0.6", None, None),
+        range("10.5.0.0/21", "10.5.0.10", "10.5.7.250", None, None),
+        range("10.6.0.0/24", "10.6.0.1", "10.6.0.200", None, None),
+    ]]);
+    let a = Allocator::new(MemoryStore::new(), Keys::new("/k", "n"), &conf);
+    let which = |v: IpAddr| match v {
+        IpAddr::V4(v4) => usize::from(v4.octets()[1]) - 4,
+        IpAddr::V6(_) => usize::MAX,
+    };
+    rt().block_on(async {
+        let total = 5 + (0x0507fa - 0x05000a + 1) + 200;
+        let mut got = BTreeSet::new();
+        let mut last = 0;
+        for i in 0..total {
+            let v = a.add(&add(i)).await.unwrap().ips[0].address;
+            assert!(got.insert(v), "{v} handed out twice");
+            let r = which(v);
+            assert!(
+                r >= last && r < 3,
+                "ADD {i} got {v} from range {r} after {last}"
+            );
+            last = r;
+        }
+        let e = a.add(&add(total)).await.unwrap_err();
+        assert_eq!(e.code(), 101, "{e}");
+        // A freed address of the last range is found behind the two full ones.
+        let freed = a.release(&format!("c{}", total - 1), "eth0").await.unwrap();
+        let freed = freed.unwrap().ips[0].address;
+        assert_eq!(which(freed), 2);
+        assert_eq!(a.add(&add(total)).await.unwrap().ips[0].address, freed);
+    });
+}
+
+/// The memory store, counting round trips: a batch of reads is one.
+#[derive(Default)]
+struct Trips {
+    inner: MemoryStore,
+    trips: std::sync::atomic::AtomicUsize,
+}
+
+impl Trips {
+    /// Round trips since the last call.
+    fn taken(&self) -> usize {
+        self.trips.swap(0, std::sync::atomic::Ordering::Relaxed)
+    }
+    fn trip(&self) {
+        self.trips
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+type StoreResult<T> = std::result::Result<T, kube_ipam_store::StoreError>;
+
+#[async_trait::async_trait]
+impl LeaseStore for Trips {
+    async fn get(&self, key: &str) -> StoreResult<Option<kube_ipam_store::Entry>> {
+        self.trip();
+        self.inner.get(key).await
+    }
+    async fn range(
+        &self,
+        from: &str,
+        to: &str,
+        limit: usize,
+    ) -> StoreResult<Vec<kube_ipam_store::Entry>> {
+        self.trip();
+        self.inner.range(from, to, limit).await
+    }
+    async fn count(&self, from: &str, to: &str) -> StoreResult<u64> {
+        self.trip();
+        self.inner.count(from, to).await
+    }
+    async fn reads(
+        &self,
+        reads: &[kube_ipam_store::Read],
+    ) -> StoreResult<Vec<kube_ipam_store::Answer>> {
+        self.trip();
+        self.inner.reads(reads).await
+    }
+    async fn commit(
+        &self,
+        c: &[kube_ipam_store::Compare],
+        m: &[kube_ipam_store::Mutation],
+    ) -> StoreResult<bool> {
+        self.trip();
+        self.inner.commit(c, m).await
+    }
+    async fn ping(&self) -> StoreResult<()> {
+        self.trip();
+        Ok(())
+    }
+}
+
+#[test]
+fn a_range_behind_a_full_one_costs_no_round_trip() {
+    let small = || range("10.8.0.0/24", "10.8.0.1", "10.8.0.254", None, None);
+    let big = range("10.7.0.0/16", "10.7.0.1", "10.7.255.254", None, None);
+    let trips_of_an_add = |conf: IpamConf, fill: Option<Range>| {
+        let store = std::sync::Arc::new(Trips::default());
+        let a = Allocator::new(store.clone(), Keys::new("/k", "n"), &conf);
+        rt().block_on(async {
+            if let Some(r) = fill {
+                let p = Pool::new(&r);
+                let all: Vec<kube_ipam_store::Mutation> = (p.start..=p.end)
+                    .map(|v| kube_ipam_store::Mutation::Put(a.keys().ip(p.addr(v)), vec![]))
+                    .collect();
+                store.inner.commit(&[], &all).await.unwrap();
+            }
+            // The first ADD finds the full range full, and says so in its hints.
+            a.add(&add(1)).await.unwrap();
+            store.taken();
+            let v = a.add(&add(2)).await.unwrap().ips[0].address;
+            assert!(v.to_string().starts_with("10.8.0."), "{v}");
+            store.taken()
+        })
+    };
+    let alone = trips_of_an_add(ipam(vec![vec![small()]]), None);
+    let behind = trips_of_an_add(ipam(vec![vec![big.clone(), small()]]), Some(big));
+    assert_eq!(
+        behind, alone,
+        "round trips of an ADD behind a full /16, and alone"
+    );
+}

@@ -7,7 +7,7 @@ use etcd_client::{
     Client, Compare as EtcdCompare, CompareOp, ConnectOptions, GetOptions, KeyValue, KvClient,
     SortOrder, SortTarget, Txn, TxnOp, TxnOpResponse,
 };
-use kube_ipam_store::{Compare, Entry, LeaseStore, Mutation, Revision, StoreError};
+use kube_ipam_store::{Answer, Compare, Entry, LeaseStore, Mutation, Read, Revision, StoreError};
 use tokio::time::{sleep, timeout_at, Instant};
 
 use crate::errors::{classify, with_causes, Failed};
@@ -346,68 +346,75 @@ impl LeaseStore for EtcdStore {
         Ok((entries, read_at))
     }
 
-    async fn counts(&self, ranges: &[(String, String)]) -> Result<Vec<u64>, StoreError> {
-        Ok(self.range_and_counts("", "", 0, ranges).await?.1)
-    }
-
-    async fn range_and_counts(
-        &self,
-        from: &str,
-        to: &str,
-        limit: usize,
-        ranges: &[(String, String)],
-    ) -> Result<(Vec<Entry>, Vec<u64>), StoreError> {
+    async fn reads(&self, reads: &[Read]) -> Result<Vec<Answer>, StoreError> {
         // Empty ranges are left out: etcd reads an end before the start as "to the end".
-        let ranged = from < to;
-        let mut ops = Vec::new();
-        if ranged {
-            ops.push(TxnOp::get(from, Some(in_key_order(to, limit))));
-        }
-        for (f, t) in ranges.iter().filter(|(f, t)| f < t) {
-            let opts = GetOptions::new().with_range(t.as_str()).with_count_only();
-            ops.push(TxnOp::get(f.as_str(), Some(opts)));
-        }
-        if ops.is_empty() {
-            return Ok((Vec::new(), vec![0; ranges.len()]));
-        }
-        let txn = Txn::new().and_then(ops);
-        let resp = self
-            .request("read", Repeat::Read, |mut kv| {
-                let txn = txn.clone();
-                async move { kv.txn(txn).await }
+        let asked = |r: &Read| match r {
+            Read::Range { from, to, .. } | Read::Count { from, to } => from < to,
+        };
+        let ops: Vec<TxnOp> = reads
+            .iter()
+            .filter(|r| asked(r))
+            .map(|r| match r {
+                Read::Range {
+                    from,
+                    to,
+                    limit,
+                    keys_only,
+                } => {
+                    let mut opts = in_key_order(to, *limit);
+                    if *keys_only {
+                        opts = opts.with_keys_only();
+                    }
+                    TxnOp::get(from.as_str(), Some(opts))
+                }
+                Read::Count { from, to } => {
+                    let opts = GetOptions::new().with_range(to.as_str()).with_count_only();
+                    TxnOp::get(from.as_str(), Some(opts))
+                }
             })
-            .await?;
+            .collect();
+        let mut answers = if ops.is_empty() {
+            Vec::new()
+        } else {
+            let txn = Txn::new().and_then(ops);
+            let resp = self
+                .request("read", Repeat::Read, |mut kv| {
+                    let txn = txn.clone();
+                    async move { kv.txn(txn).await }
+                })
+                .await?;
+            resp.op_responses()
+        }
+        .into_iter();
         let missing = || StoreError::Corrupt {
-            key: from.to_owned(),
+            key: String::new(),
             reason: "etcd answered a read transaction without all its reads".into(),
         };
-        let mut answers = resp.op_responses().into_iter().map(|r| match r {
-            TxnOpResponse::Get(g) => Some(g),
-            _ => None,
-        });
-        let entries = if ranged {
-            let mut got = answers.next().flatten().ok_or_else(missing)?;
-            got.take_kvs()
-                .into_iter()
-                .map(entry)
-                .collect::<Result<_, _>>()?
-        } else {
-            Vec::new()
-        };
-        let counts = ranges
+        reads
             .iter()
-            .map(|(f, t)| {
-                if f >= t {
-                    return Ok(0);
+            .map(|r| {
+                if !asked(r) {
+                    return Ok(match r {
+                        Read::Range { .. } => Answer::Entries(Vec::new()),
+                        Read::Count { .. } => Answer::Count(0),
+                    });
                 }
-                answers
-                    .next()
-                    .flatten()
-                    .and_then(|g| u64::try_from(g.count()).ok())
-                    .ok_or_else(missing)
+                let Some(TxnOpResponse::Get(mut got)) = answers.next() else {
+                    return Err(missing());
+                };
+                Ok(match r {
+                    Read::Range { .. } => Answer::Entries(
+                        got.take_kvs()
+                            .into_iter()
+                            .map(entry)
+                            .collect::<Result<_, _>>()?,
+                    ),
+                    Read::Count { .. } => {
+                        Answer::Count(u64::try_from(got.count()).map_err(|_| missing())?)
+                    }
+                })
             })
-            .collect::<Result<_, _>>()?;
-        Ok((entries, counts))
+            .collect()
     }
 
     async fn count(&self, from: &str, to: &str) -> Result<u64, StoreError> {

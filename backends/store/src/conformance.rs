@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use crate::{Compare, LeaseStore, Mutation};
+use crate::{Compare, Entry, LeaseStore, Mutation, Read};
 
 type Check = Result<(), String>;
 
@@ -258,6 +258,54 @@ async fn ordered_ranges<S: LeaseStore>(s: &S, p: &str) -> Check {
     let counts = s.counts(&asked).await.map_err(err)?;
     ensure(counts == [2, 0, 0, sorted.len() as u64 - 1], || {
         format!("counts returned {counts:?}")
+    })?;
+    // A batch of reads, answered in order: ranges with and without values, counts, and
+    // empty or reversed ones among them.
+    let range = |from: &String, to: String, limit, keys_only| Read::Range {
+        from: from.clone(),
+        to,
+        limit,
+        keys_only,
+    };
+    let batch = [
+        range(&sorted[1], format!("{p}~"), 2, false),
+        Read::Count {
+            from: sorted[4].clone(),
+            to: sorted[1].clone(),
+        },
+        range(&sorted[2], sorted[2].clone(), 0, false),
+        range(&sorted[0], sorted[3].clone(), 0, true),
+        Read::Count {
+            from: sorted[0].clone(),
+            to: format!("{p}~"),
+        },
+    ];
+    let mut answers = s.reads(&batch).await.map_err(err)?.into_iter();
+    ensure(answers.len() == batch.len(), || {
+        format!("reads answered {} of {}", answers.len(), batch.len())
+    })?;
+    let mut next = || answers.next().ok_or_else(|| "reads ran short".to_owned());
+    let names = |es: &[Entry]| es.iter().map(|e| e.key.clone()).collect::<Vec<_>>();
+    let first = next()?.into_entries().map_err(err)?;
+    ensure(
+        names(&first) == sorted[1..3] && first.iter().all(|e| e.value == e.key.as_bytes()),
+        || format!("a batched range with limit 2 returned {first:?}"),
+    )?;
+    let reversed = next()?.into_count().map_err(err)?;
+    ensure(reversed == 0, || {
+        format!("a reversed count returned {reversed}")
+    })?;
+    let empty = next()?.into_entries().map_err(err)?;
+    ensure(empty.is_empty(), || {
+        format!("an empty range returned {empty:?}")
+    })?;
+    let keys_only = next()?.into_entries().map_err(err)?;
+    ensure(names(&keys_only) == sorted[0..3], || {
+        format!("a batched keys-only range returned {keys_only:?}")
+    })?;
+    let all = next()?.into_count().map_err(err)?;
+    ensure(all == sorted.len() as u64, || {
+        format!("a batched count returned {all}")
     })?;
     let empty = s.range(&sorted[3], &sorted[3], 0).await.map_err(err)?;
     ensure(empty.is_empty(), || "empty range returned entries".into())

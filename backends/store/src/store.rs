@@ -14,6 +14,52 @@ pub struct Entry {
     pub revision: Revision,
 }
 
+/// One read of a [`LeaseStore::reads`] batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Read {
+    /// [`LeaseStore::range`], or [`LeaseStore::range_keys`] when `keys_only`.
+    Range {
+        from: String,
+        to: String,
+        limit: usize,
+        keys_only: bool,
+    },
+    /// [`LeaseStore::count`].
+    Count { from: String, to: String },
+}
+
+/// What one [`Read`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    Entries(Vec<Entry>),
+    Count(u64),
+}
+
+impl Answer {
+    /// The entries of a [`Read::Range`].
+    pub fn into_entries(self) -> Result<Vec<Entry>, StoreError> {
+        match self {
+            Answer::Entries(e) => Ok(e),
+            Answer::Count(_) => Err(mismatched("entries")),
+        }
+    }
+
+    /// The figure of a [`Read::Count`].
+    pub fn into_count(self) -> Result<u64, StoreError> {
+        match self {
+            Answer::Count(n) => Ok(n),
+            Answer::Entries(_) => Err(mismatched("a count")),
+        }
+    }
+}
+
+fn mismatched(want: &str) -> StoreError {
+    StoreError::Corrupt {
+        key: String::new(),
+        reason: format!("a batch of reads answered out of order where {want} was due"),
+    }
+}
+
 /// A condition of a [`LeaseStore::commit`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Compare {
@@ -86,26 +132,40 @@ pub trait LeaseStore: Send + Sync {
     /// [`LeaseStore::count`] of each `[from, to)` of `ranges`, in one round trip where the
     /// store can: a search narrows a block down by counting its parts all at once.
     async fn counts(&self, ranges: &[(String, String)]) -> Result<Vec<u64>, StoreError> {
-        let mut out = Vec::with_capacity(ranges.len());
-        for (from, to) in ranges {
-            out.push(self.count(from, to).await?);
-        }
-        Ok(out)
+        let reads: Vec<Read> = ranges
+            .iter()
+            .map(|(from, to)| Read::Count {
+                from: from.clone(),
+                to: to.clone(),
+            })
+            .collect();
+        self.reads(&reads)
+            .await?
+            .into_iter()
+            .map(Answer::into_count)
+            .collect()
     }
 
-    /// [`LeaseStore::range`] and [`LeaseStore::counts`] together, in one round trip where the
-    /// store can: a search's first step reads a few summary keys and counts where to look.
-    async fn range_and_counts(
-        &self,
-        from: &str,
-        to: &str,
-        limit: usize,
-        ranges: &[(String, String)],
-    ) -> Result<(Vec<Entry>, Vec<u64>), StoreError> {
-        Ok((
-            self.range(from, to, limit).await?,
-            self.counts(ranges).await?,
-        ))
+    /// Every read of `reads`, answered in order, in one round trip where the store can: the
+    /// first steps of the searches of several ranges (summary keys, counts, a window) go out
+    /// as one request, so a range behind a full one costs no extra trip.
+    async fn reads(&self, reads: &[Read]) -> Result<Vec<Answer>, StoreError> {
+        let mut out = Vec::with_capacity(reads.len());
+        for r in reads {
+            out.push(match r {
+                Read::Range {
+                    from,
+                    to,
+                    limit,
+                    keys_only: true,
+                } => Answer::Entries(self.range_keys(from, to, *limit).await?),
+                Read::Range {
+                    from, to, limit, ..
+                } => Answer::Entries(self.range(from, to, *limit).await?),
+                Read::Count { from, to } => Answer::Count(self.count(from, to).await?),
+            });
+        }
+        Ok(out)
     }
 
     /// Applies `mutations` if and only if every comparison in `compares` holds.
@@ -148,17 +208,8 @@ impl<S: LeaseStore + ?Sized> LeaseStore for std::sync::Arc<S> {
     async fn count(&self, from: &str, to: &str) -> Result<u64, StoreError> {
         (**self).count(from, to).await
     }
-    async fn counts(&self, ranges: &[(String, String)]) -> Result<Vec<u64>, StoreError> {
-        (**self).counts(ranges).await
-    }
-    async fn range_and_counts(
-        &self,
-        from: &str,
-        to: &str,
-        limit: usize,
-        ranges: &[(String, String)],
-    ) -> Result<(Vec<Entry>, Vec<u64>), StoreError> {
-        (**self).range_and_counts(from, to, limit, ranges).await
+    async fn reads(&self, reads: &[Read]) -> Result<Vec<Answer>, StoreError> {
+        (**self).reads(reads).await
     }
     async fn commit(
         &self,
@@ -200,17 +251,8 @@ impl<S: LeaseStore + ?Sized> LeaseStore for Box<S> {
     async fn count(&self, from: &str, to: &str) -> Result<u64, StoreError> {
         (**self).count(from, to).await
     }
-    async fn counts(&self, ranges: &[(String, String)]) -> Result<Vec<u64>, StoreError> {
-        (**self).counts(ranges).await
-    }
-    async fn range_and_counts(
-        &self,
-        from: &str,
-        to: &str,
-        limit: usize,
-        ranges: &[(String, String)],
-    ) -> Result<(Vec<Entry>, Vec<u64>), StoreError> {
-        (**self).range_and_counts(from, to, limit, ranges).await
+    async fn reads(&self, reads: &[Read]) -> Result<Vec<Answer>, StoreError> {
+        (**self).reads(reads).await
     }
     async fn commit(
         &self,
