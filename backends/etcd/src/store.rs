@@ -240,6 +240,90 @@ fn last_per_key(mutations: &[Mutation]) -> Vec<&Mutation> {
     kept
 }
 
+/// etcd's default limit on the operations of one transaction (`--max-txn-ops`).
+const MAX_TXN_OPS: usize = 128;
+
+/// Whether the counts of a [`Read::Counts`] can be left out on a condition.
+fn guarded(ranges: &[(String, String)], skip_if_present: &[String]) -> bool {
+    !skip_if_present.is_empty()
+        && skip_if_present.len() <= MAX_TXN_OPS
+        && ranges.iter().any(|(f, t)| f < t)
+}
+
+fn count_op(from: &str, to: &str) -> TxnOp {
+    TxnOp::get(
+        from,
+        Some(GetOptions::new().with_range(to).with_count_only()),
+    )
+}
+
+/// The operations of a read-only transaction that answer `read`. Empty ranges are left out:
+/// etcd reads an end before the start as "to the end".
+fn txn_ops(read: &Read) -> Vec<TxnOp> {
+    match read {
+        Read::Range {
+            from,
+            to,
+            limit,
+            keys_only,
+        } => {
+            if from >= to {
+                return Vec::new();
+            }
+            let mut opts = in_key_order(to, *limit);
+            if *keys_only {
+                opts = opts.with_keys_only();
+            }
+            vec![TxnOp::get(from.as_str(), Some(opts))]
+        }
+        Read::Counts { ranges, .. } => ranges
+            .iter()
+            .filter(|(f, t)| f < t)
+            .map(|(f, t)| count_op(f, t))
+            .collect(),
+    }
+}
+
+/// The answer to `read` from the responses of [`txn_ops`], taken from `got` in order.
+fn answer(
+    read: &Read,
+    got: &mut impl Iterator<Item = TxnOpResponse>,
+) -> Result<Answer, StoreError> {
+    let missing = || StoreError::Corrupt {
+        key: String::new(),
+        reason: "etcd answered a read transaction without all its reads".into(),
+    };
+    match read {
+        Read::Range { from, to, .. } => {
+            if from >= to {
+                return Ok(Answer::Entries(Vec::new()));
+            }
+            let Some(TxnOpResponse::Get(mut g)) = got.next() else {
+                return Err(missing());
+            };
+            let entries = g.take_kvs().into_iter().map(entry);
+            Ok(Answer::Entries(entries.collect::<Result<_, _>>()?))
+        }
+        Read::Counts { ranges, .. } => {
+            let counts = ranges
+                .iter()
+                .map(|(f, t)| {
+                    if f >= t {
+                        return Ok(0);
+                    }
+                    match got.next() {
+                        Some(TxnOpResponse::Get(g)) => {
+                            u64::try_from(g.count()).map_err(|_| missing())
+                        }
+                        _ => Err(missing()),
+                    }
+                })
+                .collect::<Result<_, _>>()?;
+            Ok(Answer::Counts(Some(counts)))
+        }
+    }
+}
+
 /// A range read up to `to` in key order, at most `limit` entries (0: all).
 fn in_key_order(to: &str, limit: usize) -> GetOptions {
     GetOptions::new()
@@ -347,72 +431,60 @@ impl LeaseStore for EtcdStore {
     }
 
     async fn reads(&self, reads: &[Read]) -> Result<Vec<Answer>, StoreError> {
-        // Empty ranges are left out: etcd reads an end before the start as "to the end".
-        let asked = |r: &Read| match r {
-            Read::Range { from, to, .. } | Read::Count { from, to } => from < to,
+        let ops = |left_out: Option<usize>| -> Vec<TxnOp> {
+            (0..reads.len())
+                .filter(|i| Some(*i) != left_out)
+                .flat_map(|i| txn_ops(&reads[i]))
+                .collect()
         };
-        let ops: Vec<TxnOp> = reads
-            .iter()
-            .filter(|r| asked(r))
-            .map(|r| match r {
-                Read::Range {
-                    from,
-                    to,
-                    limit,
-                    keys_only,
-                } => {
-                    let mut opts = in_key_order(to, *limit);
-                    if *keys_only {
-                        opts = opts.with_keys_only();
-                    }
-                    TxnOp::get(from.as_str(), Some(opts))
-                }
-                Read::Count { from, to } => {
-                    let opts = GetOptions::new().with_range(to.as_str()).with_count_only();
-                    TxnOp::get(from.as_str(), Some(opts))
-                }
-            })
-            .collect();
-        let mut answers = if ops.is_empty() {
-            Vec::new()
-        } else {
-            let txn = Txn::new().and_then(ops);
+        let all = ops(None);
+        // The counts of the first read that allows it are left out when its keys are all
+        // there, by a condition on the transaction itself: etcd serves a transaction of plain
+        // reads without a round of consensus, and a nested transaction would not be one.
+        let guard = reads.iter().enumerate().find_map(|(i, r)| match r {
+            Read::Counts {
+                ranges,
+                skip_if_present,
+            } if guarded(ranges, skip_if_present) && all.len() <= MAX_TXN_OPS => {
+                Some((i, skip_if_present))
+            }
+            _ => None,
+        });
+        let (txns, left_out) = match guard {
+            Some((i, keys)) => {
+                let present: Vec<EtcdCompare> = keys
+                    .iter()
+                    .map(|k| EtcdCompare::version(k.as_str(), CompareOp::Greater, 0))
+                    .collect();
+                let txn = Txn::new().when(present).and_then(ops(Some(i))).or_else(all);
+                (vec![txn], Some(i))
+            }
+            None => (
+                all.chunks(MAX_TXN_OPS)
+                    .map(|chunk| Txn::new().and_then(chunk.to_vec()))
+                    .collect(),
+                None,
+            ),
+        };
+        let mut got = Vec::new();
+        let mut skipped = None;
+        for txn in txns {
             let resp = self
                 .request("read", Repeat::Read, |mut kv| {
                     let txn = txn.clone();
                     async move { kv.txn(txn).await }
                 })
                 .await?;
-            resp.op_responses()
+            if resp.succeeded() {
+                skipped = left_out;
+            }
+            got.extend(resp.op_responses());
         }
-        .into_iter();
-        let missing = || StoreError::Corrupt {
-            key: String::new(),
-            reason: "etcd answered a read transaction without all its reads".into(),
-        };
-        reads
-            .iter()
-            .map(|r| {
-                if !asked(r) {
-                    return Ok(match r {
-                        Read::Range { .. } => Answer::Entries(Vec::new()),
-                        Read::Count { .. } => Answer::Count(0),
-                    });
-                }
-                let Some(TxnOpResponse::Get(mut got)) = answers.next() else {
-                    return Err(missing());
-                };
-                Ok(match r {
-                    Read::Range { .. } => Answer::Entries(
-                        got.take_kvs()
-                            .into_iter()
-                            .map(entry)
-                            .collect::<Result<_, _>>()?,
-                    ),
-                    Read::Count { .. } => {
-                        Answer::Count(u64::try_from(got.count()).map_err(|_| missing())?)
-                    }
-                })
+        let mut got = got.into_iter();
+        (0..reads.len())
+            .map(|i| match skipped {
+                Some(s) if s == i => Ok(Answer::Counts(None)),
+                _ => answer(&reads[i], &mut got),
             })
             .collect()
     }

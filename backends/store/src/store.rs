@@ -24,15 +24,22 @@ pub enum Read {
         limit: usize,
         keys_only: bool,
     },
-    /// [`LeaseStore::count`].
-    Count { from: String, to: String },
+    /// [`LeaseStore::count`] of each `[from, to)` of `ranges`. A store may leave them out
+    /// when `skip_if_present` is not empty and every key of it exists: a search counts where
+    /// to look next in a range whose summary keys may well call it full already, and a
+    /// store where counting costs can spare that work.
+    Counts {
+        ranges: Vec<(String, String)>,
+        skip_if_present: Vec<String>,
+    },
 }
 
 /// What one [`Read`] found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Answer {
     Entries(Vec<Entry>),
-    Count(u64),
+    /// `None`: left out, as [`Read::Counts`] allows.
+    Counts(Option<Vec<u64>>),
 }
 
 impl Answer {
@@ -40,15 +47,15 @@ impl Answer {
     pub fn into_entries(self) -> Result<Vec<Entry>, StoreError> {
         match self {
             Answer::Entries(e) => Ok(e),
-            Answer::Count(_) => Err(mismatched("entries")),
+            Answer::Counts(_) => Err(mismatched("entries")),
         }
     }
 
-    /// The figure of a [`Read::Count`].
-    pub fn into_count(self) -> Result<u64, StoreError> {
+    /// The figures of a [`Read::Counts`], if counted.
+    pub fn into_counts(self) -> Result<Option<Vec<u64>>, StoreError> {
         match self {
-            Answer::Count(n) => Ok(n),
-            Answer::Entries(_) => Err(mismatched("a count")),
+            Answer::Counts(n) => Ok(n),
+            Answer::Entries(_) => Err(mismatched("counts")),
         }
     }
 }
@@ -56,7 +63,7 @@ impl Answer {
 fn mismatched(want: &str) -> StoreError {
     StoreError::Corrupt {
         key: String::new(),
-        reason: format!("a batch of reads answered out of order where {want} was due"),
+        reason: format!("a batch of reads answered out of order where {want} were due"),
     }
 }
 
@@ -132,23 +139,22 @@ pub trait LeaseStore: Send + Sync {
     /// [`LeaseStore::count`] of each `[from, to)` of `ranges`, in one round trip where the
     /// store can: a search narrows a block down by counting its parts all at once.
     async fn counts(&self, ranges: &[(String, String)]) -> Result<Vec<u64>, StoreError> {
-        let reads: Vec<Read> = ranges
-            .iter()
-            .map(|(from, to)| Read::Count {
-                from: from.clone(),
-                to: to.clone(),
-            })
-            .collect();
-        self.reads(&reads)
-            .await?
-            .into_iter()
-            .map(Answer::into_count)
-            .collect()
+        let read = Read::Counts {
+            ranges: ranges.to_vec(),
+            skip_if_present: Vec::new(),
+        };
+        let answer = self.reads(&[read]).await?.into_iter().next();
+        match answer.map(Answer::into_counts).transpose()?.flatten() {
+            Some(counts) if counts.len() == ranges.len() => Ok(counts),
+            _ => Err(mismatched("counts")),
+        }
     }
 
-    /// Every read of `reads`, answered in order, in one round trip where the store can: the
-    /// first steps of the searches of several ranges (summary keys, counts, a window) go out
-    /// as one request, so a range behind a full one costs no extra trip.
+    /// Every read of `reads`, answered in order, in as few round trips as the store can (etcd:
+    /// one, up to its limit on a transaction's operations): the first steps of the searches
+    /// of several ranges (summary keys, counts, a window) go out together, so a range behind
+    /// a full one costs no extra trip. Reads in different round trips may see different
+    /// revisions.
     async fn reads(&self, reads: &[Read]) -> Result<Vec<Answer>, StoreError> {
         let mut out = Vec::with_capacity(reads.len());
         for r in reads {
@@ -162,7 +168,24 @@ pub trait LeaseStore: Send + Sync {
                 Read::Range {
                     from, to, limit, ..
                 } => Answer::Entries(self.range(from, to, *limit).await?),
-                Read::Count { from, to } => Answer::Count(self.count(from, to).await?),
+                Read::Counts {
+                    ranges,
+                    skip_if_present,
+                } => {
+                    let mut present = !skip_if_present.is_empty();
+                    for key in skip_if_present {
+                        present = present && self.get(key).await?.is_some();
+                    }
+                    if present {
+                        out.push(Answer::Counts(None));
+                        continue;
+                    }
+                    let mut counts = Vec::with_capacity(ranges.len());
+                    for (from, to) in ranges {
+                        counts.push(self.count(from, to).await?);
+                    }
+                    Answer::Counts(Some(counts))
+                }
             });
         }
         Ok(out)
