@@ -40,6 +40,11 @@ const PARTS: u128 = 16;
 /// Counting stops at parts of this many addresses, which are then read.
 const PART: u128 = 64;
 
+/// Groups counted at once when [`Search::by_counts`] narrows down: a group of the first
+/// count (up to 64 windows of a /12) is then counted window by window in one request, and
+/// 64 counts still fit one etcd transaction.
+const SINGLES: u128 = 64;
+
 /// Blocks found full by [`Search::by_counts`] before it leaves the search to the hints.
 const TRIES: usize = 4;
 
@@ -181,7 +186,7 @@ impl Start {
         let window = hints::block(0, pool.start + (search.rnd)() % span);
         let (groups, ranges) = if top == 0 {
             let s = hints::shift(0);
-            search.hint_groups(0, pool.start >> s, pool.end >> s)
+            search.hint_groups(0, pool.start >> s, pool.end >> s, PARTS)
         } else {
             search.parts(window.0, window.1)
         };
@@ -336,10 +341,10 @@ enum Narrowed {
     Unknown,
 }
 
-/// `a..=b` in at most [`PARTS`] consecutive spans of equal length (the last may be shorter).
-fn split(a: u128, b: u128) -> Vec<Span> {
-    let step = (b - a + 1).div_ceil(PARTS);
-    (0..PARTS)
+/// `a..=b` in at most `n` consecutive spans of equal length (the last may be shorter).
+fn split(a: u128, b: u128, n: u128) -> Vec<Span> {
+    let step = (b - a + 1).div_ceil(n);
+    (0..n)
         .map(|i| a + i * step)
         .take_while(|&x| x <= b)
         .map(|x| (x, (x + step - 1).min(b)))
@@ -440,11 +445,17 @@ impl<S: ?Sized, R> Search<'_, S, R> {
         above
     }
 
-    /// The blocks of `level` `lo..=hi` (indexes) in [`PARTS`] groups, and the key range of
-    /// each group's hints.
-    fn hint_groups(&self, level: u8, lo: u128, hi: u128) -> (Vec<Span>, Vec<(String, String)>) {
+    /// The blocks of `level` `lo..=hi` (indexes) in `n` groups, and the key range of each
+    /// group's hints.
+    fn hint_groups(
+        &self,
+        level: u8,
+        lo: u128,
+        hi: u128,
+        n: u128,
+    ) -> (Vec<Span>, Vec<(String, String)>) {
         let s = hints::shift(level);
-        let groups = split(lo, hi);
+        let groups = split(lo, hi, n);
         let ranges = groups
             .iter()
             .map(|&(x, y)| self.keys.hint_range(self.pool.v6, level, x << s, y << s))
@@ -454,7 +465,7 @@ impl<S: ?Sized, R> Search<'_, S, R> {
 
     /// `a..=b` in [`PARTS`] parts, and the key range of each part's address records.
     fn parts(&self, a: u128, b: u128) -> (Vec<Span>, Vec<(String, String)>) {
-        let parts = split(a, b);
+        let parts = split(a, b, PARTS);
         let ranges = parts
             .iter()
             .map(|&(x, y)| self.keys.ip_range(self.pool.addr(x), self.pool.addr(y)))
@@ -619,7 +630,7 @@ impl<'a, S: LeaseStore + ?Sized, R: FnMut() -> u128> Search<'a, S, R> {
             let (lo, hi) = (first + i, first + i + len - 1);
             let groups = match counted.take() {
                 Some(g) if (lo, hi) == (first, last) => g,
-                _ => self.count_hints(top, lo, hi).await?,
+                _ => self.count_hints(top, lo, hi, PARTS).await?,
             };
             let hinted = groups.iter().map(|g| g.1).sum::<u128>();
             if hinted >= SPARSE as u128 {
@@ -646,8 +657,14 @@ impl<'a, S: LeaseStore + ?Sized, R: FnMut() -> u128> Search<'a, S, R> {
     }
 
     /// Counts the hint keys of the groups of [`Self::hint_groups`], in one request.
-    async fn count_hints(&self, level: u8, lo: u128, hi: u128) -> Result<Vec<(Span, u128)>> {
-        let (groups, ranges) = self.hint_groups(level, lo, hi);
+    async fn count_hints(
+        &self,
+        level: u8,
+        lo: u128,
+        hi: u128,
+        n: u128,
+    ) -> Result<Vec<(Span, u128)>> {
+        let (groups, ranges) = self.hint_groups(level, lo, hi, n);
         let have = self.store.counts(&ranges).await?;
         Ok(groups
             .into_iter()
@@ -669,7 +686,7 @@ impl<'a, S: LeaseStore + ?Sized, R: FnMut() -> u128> Search<'a, S, R> {
             while a < b {
                 let groups = match counted.take() {
                     Some(g) => g,
-                    None => self.count_hints(level, a, b).await?,
+                    None => self.count_hints(level, a, b, SINGLES).await?,
                 };
                 let open: Vec<Span> = groups
                     .iter()
