@@ -5,14 +5,14 @@
 //! request, together with counts of where to look next: of the windows' hints in a range of
 //! up to 1024 windows, of the parts of a random window in a larger one. A range some hint
 //! calls full ends there. That first request is made ready ahead ([`Start`]), so a range set
-//! sends the first requests of all its ranges as one. Otherwise the search goes to a window not known to be full (by
-//! reading the few hints there are, or, when nearly every window has one, by counting hint
-//! keys in groups down to a window without), counts the window's records in parts and reads
-//! only a part with room, at a random spot, which also keeps concurrent allocators (other
-//! processes, other nodes) apart. It writes "full" hints for what it finds full on the way,
-//! and those above the windows once it finds the whole range full. A range missing its hints
-//! (written by an older version, or imported) is counted window by window once and carries
-//! hints afterwards.
+//! sends the first requests of all its ranges as one. Otherwise the search goes to a window
+//! not known to be full (by reading the few hints there are, or, when nearly every window has
+//! one, by counting hint keys in groups down to a window without), counts the window's
+//! records in parts and reads only a part with room, at a random spot, which also keeps
+//! concurrent allocators (other processes, other nodes) apart. It writes "full" hints for
+//! what it finds full on the way, and those above the windows once it finds the whole range
+//! full. A range missing its hints (written by an older version, or imported) is counted
+//! window by window once and carries hints afterwards.
 
 use std::collections::BTreeSet;
 use std::future::Future;

@@ -289,8 +289,12 @@ fn answer(
     read: &Read,
     got: &mut impl Iterator<Item = TxnOpResponse>,
 ) -> Result<Answer, StoreError> {
+    let first = match read {
+        Read::Range { from, .. } => from.as_str(),
+        Read::Counts { ranges, .. } => ranges.first().map_or("", |(from, _)| from.as_str()),
+    };
     let missing = || StoreError::Corrupt {
-        key: String::new(),
+        key: first.to_owned(),
         reason: "etcd answered a read transaction without all its reads".into(),
     };
     match read {

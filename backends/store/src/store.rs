@@ -62,8 +62,8 @@ impl Answer {
 
 fn mismatched(want: &str) -> StoreError {
     StoreError::Corrupt {
-        key: String::new(),
-        reason: format!("a batch of reads answered out of order where {want} were due"),
+        key: "(a batch of reads)".into(),
+        reason: format!("answered out of order where {want} were due"),
     }
 }
 
