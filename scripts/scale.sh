@@ -12,11 +12,12 @@
 # fills, as a long-running etcd would be. Five warm-up runs per point let the first searches
 # write the hints a fill without them lacks. ONLY_BIG=1 runs only the /12 points and the
 # operator commands at a million held; ONLY_MISSED=1 the same and the /16 with one free
-# address. Each point also gets pairwise ratios (`scripts/lib/pairwise.py`): its ADD and its
-# DEL against the empty /24's, run in turn, which hold up on a loaded machine and against an
-# etcd grown by the fills since the /24 was timed. `gc` is run against a stand-in Kubernetes API that lists no pod
-# (`examples/kube_api.rs`); the fill's records name no pod, so it reads and decodes every
-# attachment and releases none.
+# address. The empty /24 is timed twice, first and again beside the /12 points, and each
+# point's "vs /24" is against the latest one before it: the store has grown by millions of
+# records in between. Each point also gets pairwise ratios (`scripts/lib/pairwise.py`): its
+# ADD and its DEL against the empty /24's, run in turn, which hold up on a loaded machine too.
+# `gc` is run against a stand-in Kubernetes API that lists no pod (`examples/kube_api.rs`);
+# the fill's records name no pod, so it reads and decodes every attachment and releases none.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -165,6 +166,9 @@ for store in $STORES; do
     point "$store" "/64 with 150,000 held" "$c"
     fi
     c=$(conf "$store" s12 "$R12"); fill "$c" full; compact "$store"
+    # The baseline again, on the store as the /12 points find it: several million records
+    # more than when it was first timed.
+    point "$store" "/24 empty, beside the /12" "$(conf "$store" b24 "$R24")"
     point "$store" "/12 full (ADD answers 101)" "$c"
     point "$store" "/24 behind a full /12" "$(conf "$store" s12 "$R12_24" -behind)"
     "$BIN" release --conf "$c" 10.7.7.7 >/dev/null
@@ -182,11 +186,13 @@ done
 python3 - "$RESULTS" <<'PY'
 import sys
 rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1])]
-base = {r[0]: float(r[2]) for r in rows if r[1] == "/24 empty"}
+# Each point against the latest empty /24 timed before it on the same store.
+base, bdel = {}, {}
 print()
 print(f"{'store':9} {'case':36} {'ADD ms':>8} {'vs /24':>7} {'DEL ms':>8} {'vs /24':>7} {'RSS KiB':>8} {'pairwise ADD, DEL':>18}")
-bdel = {r[0]: float(r[3]) for r in rows if r[1] == "/24 empty"}
 for store, label, add, dele, rss, pair in rows:
+    if label.startswith("/24 empty"):
+        base[store], bdel[store] = float(add), float(dele)
     if label.startswith("op "):
         print(f"{store:9} {label[3:]:36} {float(add):7.2f}s {'':>7} {'':>8} {'':>7} {rss:>8}")
         continue
