@@ -26,7 +26,9 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use kube_ipam::config::Range;
 use kube_ipam::engine::search::find_free;
 use kube_ipam::engine::Pool;
-use kube_ipam_store::{Compare, Entry, Keys, LeaseStore, MemoryStore, Mutation, StoreError};
+use kube_ipam_store::{
+    Answer, Committed, Compare, Entry, Keys, LeaseStore, MemoryStore, Mutation, Read, StoreError,
+};
 
 type Case = (&'static str, &'static str, &'static str, &'static str);
 
@@ -118,6 +120,20 @@ impl LeaseStore for Counting {
     }
     async fn commit(&self, c: &[Compare], m: &[Mutation]) -> Result<bool, StoreError> {
         self.inner.commit(c, m).await
+    }
+    async fn commit_and_read(
+        &self,
+        c: &[Compare],
+        m: &[Mutation],
+        r: &[Read],
+    ) -> Result<Committed, StoreError> {
+        let done = self.inner.commit_and_read(c, m, r).await?;
+        for a in &done.answers {
+            if let Answer::Entries(e) = a {
+                self.keys.fetch_add(e.len() as u64, Ordering::Relaxed);
+            }
+        }
+        Ok(done)
     }
     async fn ping(&self) -> Result<(), StoreError> {
         Ok(())

@@ -1166,6 +1166,21 @@ mod tests {
         ) -> std::result::Result<bool, kube_ipam_store::StoreError> {
             self.inner.commit(c, m).await
         }
+        async fn commit_and_read(
+            &self,
+            c: &[Compare],
+            m: &[Mutation],
+            r: &[Read],
+        ) -> std::result::Result<kube_ipam_store::Committed, kube_ipam_store::StoreError> {
+            let done = self.inner.commit_and_read(c, m, r).await?;
+            for a in &done.answers {
+                match a {
+                    Answer::Entries(e) => self.add(e.len().max(1)),
+                    Answer::Counts(n) => self.add(n.as_ref().map_or(0, Vec::len)),
+                }
+            }
+            Ok(done)
+        }
         async fn ping(&self) -> std::result::Result<(), kube_ipam_store::StoreError> {
             Ok(())
         }

@@ -560,6 +560,15 @@ impl LeaseStore for Trips {
         self.trip();
         self.inner.commit(c, m).await
     }
+    async fn commit_and_read(
+        &self,
+        c: &[kube_ipam_store::Compare],
+        m: &[kube_ipam_store::Mutation],
+        r: &[kube_ipam_store::Read],
+    ) -> StoreResult<kube_ipam_store::Committed> {
+        self.trip();
+        self.inner.commit_and_read(c, m, r).await
+    }
     async fn ping(&self) -> StoreResult<()> {
         self.trip();
         Ok(())

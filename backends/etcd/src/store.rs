@@ -7,7 +7,9 @@ use etcd_client::{
     Client, Compare as EtcdCompare, CompareOp, ConnectOptions, GetOptions, KeyValue, KvClient,
     SortOrder, SortTarget, Txn, TxnOp, TxnOpResponse,
 };
-use kube_ipam_store::{Answer, Compare, Entry, LeaseStore, Mutation, Read, Revision, StoreError};
+use kube_ipam_store::{
+    Answer, Committed, Compare, Entry, LeaseStore, Mutation, Read, Revision, StoreError,
+};
 use tokio::time::{sleep, timeout_at, Instant};
 
 use crate::errors::{classify, with_causes, Failed};
@@ -238,6 +240,37 @@ fn last_per_key(mutations: &[Mutation]) -> Vec<&Mutation> {
         .collect();
     kept.reverse();
     kept
+}
+
+/// The comparisons of a transaction; `None` when one can never hold.
+fn conditions(compares: &[Compare]) -> Option<Vec<EtcdCompare>> {
+    compares
+        .iter()
+        .map(|c| match c {
+            // create_revision is 0 exactly when the key does not exist.
+            Compare::Absent(k) => Some(EtcdCompare::create_revision(
+                k.as_str(),
+                CompareOp::Equal,
+                0,
+            )),
+            // No existing key has such a revision, and etcd's mod_revision of a missing key
+            // is 0, which must not count as a match either.
+            Compare::Revision(k, r) => i64::try_from(*r)
+                .ok()
+                .filter(|r| *r > 0)
+                .map(|r| EtcdCompare::mod_revision(k.as_str(), CompareOp::Equal, r)),
+        })
+        .collect()
+}
+
+fn changes(mutations: &[Mutation]) -> Vec<TxnOp> {
+    last_per_key(mutations)
+        .into_iter()
+        .map(|m| match m {
+            Mutation::Put(k, v) => TxnOp::put(k.as_str(), v.clone(), None),
+            Mutation::Delete(k) => TxnOp::delete(k.as_str(), None),
+        })
+        .collect()
 }
 
 /// etcd's default limit on the operations of one transaction (`--max-txn-ops`).
@@ -514,32 +547,74 @@ impl LeaseStore for EtcdStore {
         compares: &[Compare],
         mutations: &[Mutation],
     ) -> Result<bool, StoreError> {
-        let mut when = Vec::with_capacity(compares.len());
-        for c in compares {
-            when.push(match c {
-                // create_revision is 0 exactly when the key does not exist.
-                Compare::Absent(k) => EtcdCompare::create_revision(k.as_str(), CompareOp::Equal, 0),
-                Compare::Revision(k, r) => match i64::try_from(*r) {
-                    Ok(r) if r > 0 => EtcdCompare::mod_revision(k.as_str(), CompareOp::Equal, r),
-                    // No existing key has such a revision, and etcd's mod_revision of a
-                    // missing key is 0, which must not count as a match either.
-                    _ => return Ok(false),
-                },
-            });
-        }
-        let then: Vec<TxnOp> = last_per_key(mutations)
-            .into_iter()
-            .map(|m| match m {
-                Mutation::Put(k, v) => TxnOp::put(k.as_str(), v.clone(), None),
-                Mutation::Delete(k) => TxnOp::delete(k.as_str(), None),
-            })
-            .collect();
-        let txn = Txn::new().when(when).and_then(then);
+        let Some(when) = conditions(compares) else {
+            return Ok(false);
+        };
+        let txn = Txn::new().when(when).and_then(changes(mutations));
         self.request("commit", Repeat::Write, |mut kv| {
             let txn = txn.clone();
             async move { kv.txn(txn).await.map(|r| r.succeeded()) }
         })
         .await
+    }
+
+    async fn commit_and_read(
+        &self,
+        compares: &[Compare],
+        mutations: &[Mutation],
+        reads: &[Read],
+    ) -> Result<Committed, StoreError> {
+        let Some(when) = conditions(compares) else {
+            return Ok(Committed {
+                revision: None,
+                answers: self.reads(reads).await?,
+            });
+        };
+        let then = changes(mutations);
+        let read_ops: Vec<TxnOp> = reads.iter().flat_map(txn_ops).collect();
+        // Past one transaction's limit the reads follow in their own round trips, which
+        // the contract allows: they still come after the commit.
+        let together = then.len() + read_ops.len() <= MAX_TXN_OPS;
+        let mut txn = Txn::new().when(when);
+        if together {
+            let mut all = then.clone();
+            all.extend(read_ops.iter().cloned());
+            txn = txn.and_then(all).or_else(read_ops);
+        } else {
+            txn = txn.and_then(then.clone());
+        }
+        let resp = self
+            .request("commit", Repeat::Write, |mut kv| {
+                let txn = txn.clone();
+                async move { kv.txn(txn).await }
+            })
+            .await?;
+        let revision =
+            if resp.succeeded() {
+                let at = resp.header().map_or(0, |h| h.revision());
+                Some(u64::try_from(at).ok().filter(|r| *r > 0).ok_or_else(|| {
+                    StoreError::Corrupt {
+                        key: mutations.first().map_or("", |m| m.key()).to_owned(),
+                        reason: format!("etcd committed at revision {at}"),
+                    }
+                })?)
+            } else {
+                None
+            };
+        if !together {
+            return Ok(Committed {
+                revision,
+                answers: self.reads(reads).await?,
+            });
+        }
+        let skip = if revision.is_some() { then.len() } else { 0 };
+        let mut got = resp.op_responses().into_iter().skip(skip);
+        // The counts of a commit's reads are never left out.
+        let answers = reads
+            .iter()
+            .map(|r| answer(r, &mut got))
+            .collect::<Result<_, _>>()?;
+        Ok(Committed { revision, answers })
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

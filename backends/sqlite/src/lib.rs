@@ -23,7 +23,9 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use kube_ipam_store::{Compare, Entry, LeaseStore, Mutation, Revision, StoreError};
+use kube_ipam_store::{
+    Committed, Compare, Entry, LeaseStore, Mutation, Read, Revision, StoreError,
+};
 use rusqlite::config::DbConfig;
 use rusqlite::hooks::Wal;
 use rusqlite::{
@@ -125,7 +127,12 @@ impl SqliteStore {
         sqlite_error_on(conn, action, &self.path, e)
     }
 
-    fn apply(&self, compares: &[Compare], mutations: &[Mutation]) -> Result<bool, StoreError> {
+    /// The revision after the commit, or `None` when a comparison fails.
+    fn apply(
+        &self,
+        compares: &[Compare],
+        mutations: &[Mutation],
+    ) -> Result<Option<Revision>, StoreError> {
         let conn = self.conn();
         let left = self.deadline.saturating_duration_since(Instant::now());
         conn.busy_timeout(left)
@@ -141,18 +148,18 @@ impl SqliteStore {
             };
             let have = revision_of(&tx, key).map_err(|e| self.error(&tx, "reading", e))?;
             if have != want {
-                return Ok(false);
+                return Ok(None);
             }
         }
-        if mutations.is_empty() {
-            return Ok(true);
-        }
-        let revision: i64 = tx
+        let current: i64 = tx
             .prepare_cached("SELECT value FROM meta WHERE name = 'revision'")
             .and_then(|mut s| s.query_row([], |r| r.get(0)).optional())
             .map_err(|e| self.error(&tx, "reading", e))?
-            .unwrap_or(0)
-            + 1;
+            .unwrap_or(0);
+        if mutations.is_empty() {
+            return Ok(Some(current as Revision));
+        }
+        let revision = current + 1;
         let write = || -> rusqlite::Result<()> {
             tx.prepare_cached(
                 "INSERT INTO meta (name, value) VALUES ('revision', ?1)
@@ -183,7 +190,7 @@ impl SqliteStore {
         }
         self.sync_new_entries()?;
         self.checkpoint_if_long(&conn);
-        Ok(true)
+        Ok(Some(revision as Revision))
     }
 
     fn sync_new_entries(&self) -> Result<(), StoreError> {
@@ -404,7 +411,20 @@ impl LeaseStore for SqliteStore {
         compares: &[Compare],
         mutations: &[Mutation],
     ) -> Result<bool, StoreError> {
-        self.apply(compares, mutations)
+        Ok(self.apply(compares, mutations)?.is_some())
+    }
+
+    async fn commit_and_read(
+        &self,
+        compares: &[Compare],
+        mutations: &[Mutation],
+        reads: &[Read],
+    ) -> Result<Committed, StoreError> {
+        let revision = self.apply(compares, mutations)?;
+        Ok(Committed {
+            revision,
+            answers: self.reads(reads).await?,
+        })
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -30,6 +30,7 @@ pub async fn run<S: LeaseStore + 'static>(store: Arc<S>, root: &str) -> Check {
     ordered_ranges(&*store, &format!("{root}/d/")).await?;
     racing_claims(store.clone(), &format!("{root}/e/")).await?;
     foreign_layout(&*store, &format!("{root}/f/")).await?;
+    commit_then_read(&*store, &format!("{root}/g/")).await?;
     store.ping().await.map_err(err)?;
     Ok(())
 }
@@ -333,6 +334,96 @@ async fn ordered_ranges<S: LeaseStore>(s: &S, p: &str) -> Check {
     ensure(got == want, || format!("300 counts returned {got:?}"))?;
     let empty = s.range(&sorted[3], &sorted[3], 0).await.map_err(err)?;
     ensure(empty.is_empty(), || "empty range returned entries".into())
+}
+
+async fn commit_then_read<S: LeaseStore>(s: &S, p: &str) -> Check {
+    let key = |n: u32| format!("{p}{n:04}");
+    let end = format!("{p}~");
+    let seed: Vec<Mutation> = (0..10).map(|n| Mutation::Put(key(n), vec![])).collect();
+    s.commit(&[], &seed).await.map_err(err)?;
+    let read = |ranges: Vec<(String, String)>| Read::Counts {
+        ranges,
+        skip_if_present: Vec::new(),
+    };
+    // Two puts and a delete under two conditions, then counts and a range: the reads see
+    // the commit, and the puts carry the revision it reports.
+    let compares = [Compare::Absent(key(20)), Compare::Absent(key(21))];
+    let mutations = [
+        Mutation::Put(key(20), b"x".to_vec()),
+        Mutation::Put(key(21), b"y".to_vec()),
+        Mutation::Delete(key(3)),
+    ];
+    let reads = [
+        read(vec![(key(0), key(10)), (key(20), end.clone())]),
+        Read::Range {
+            from: key(19),
+            to: end.clone(),
+            limit: 0,
+            keys_only: false,
+        },
+    ];
+    let done = s
+        .commit_and_read(&compares, &mutations, &reads)
+        .await
+        .map_err(err)?;
+    let revision = done
+        .revision
+        .ok_or("commit_and_read refused a commit that held")?;
+    let mut answers = done.answers.into_iter();
+    let counts = answers
+        .next()
+        .ok_or("no counts")?
+        .into_counts()
+        .map_err(err)?;
+    ensure(counts == Some(vec![9, 2]), || {
+        format!("counts after the commit returned {counts:?}")
+    })?;
+    let put = answers
+        .next()
+        .ok_or("no range")?
+        .into_entries()
+        .map_err(err)?;
+    ensure(
+        put.len() == 2 && put.iter().all(|e| e.revision == revision),
+        || format!("the commit reported revision {revision}, its keys read {put:?}"),
+    )?;
+    // Its conditions fail: nothing applied, the reads still answered.
+    let done = s
+        .commit_and_read(
+            &[
+                Compare::Revision(key(20), revision),
+                Compare::Absent(key(0)),
+            ],
+            &[Mutation::Delete(key(20))],
+            &[read(vec![(key(20), end.clone())])],
+        )
+        .await
+        .map_err(err)?;
+    ensure(done.revision.is_none(), || {
+        "commit_and_read applied a commit whose condition failed".into()
+    })?;
+    let counts = done.answers.into_iter().next().ok_or("no counts")?;
+    ensure(counts.into_counts().map_err(err)? == Some(vec![2]), || {
+        "a refused commit changed the store".into()
+    })?;
+    // More reads than one etcd transaction takes along with the commit.
+    let many: Vec<(String, String)> = (0..200).map(|_| (key(0), key(10))).collect();
+    let done = s
+        .commit_and_read(
+            &[Compare::Revision(key(20), revision)],
+            &[Mutation::Put(key(20), b"z".to_vec())],
+            &[read(many)],
+        )
+        .await
+        .map_err(err)?;
+    ensure(done.revision.is_some_and(|r| r > revision), || {
+        format!("a later commit reported {:?}", done.revision)
+    })?;
+    let counts = done.answers.into_iter().next().ok_or("no counts")?;
+    ensure(
+        counts.into_counts().map_err(err)? == Some(vec![9; 200]),
+        || "200 counts after a commit came back wrong".into(),
+    )
 }
 
 async fn racing_claims<S: LeaseStore + 'static>(s: Arc<S>, p: &str) -> Check {

@@ -18,4 +18,4 @@ pub use keys::Keys;
 pub use legacy::OriginalKeys;
 pub use memory::MemoryStore;
 pub use records::{AttachedIp, Attachment, Binding, Holder, IpRecord, Kind, PodRef};
-pub use store::{Answer, Compare, Entry, LeaseStore, Mutation, Read, Revision};
+pub use store::{Answer, Committed, Compare, Entry, LeaseStore, Mutation, Read, Revision};

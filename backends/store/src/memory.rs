@@ -4,7 +4,7 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 
-use crate::{Compare, Entry, LeaseStore, Mutation, Revision, StoreError};
+use crate::{Answer, Committed, Compare, Entry, LeaseStore, Mutation, Read, Revision, StoreError};
 
 /// In-process store for tests and benchmarks. Same semantics as the durable backends.
 #[derive(Debug, Default)]
@@ -30,6 +30,79 @@ impl MemoryStore {
     }
 }
 
+impl State {
+    fn range(&self, from: &str, to: &str, limit: usize) -> Vec<Entry> {
+        if from >= to {
+            return Vec::new();
+        }
+        let iter = self
+            .map
+            .range::<str, _>((Bound::Included(from), Bound::Excluded(to)))
+            .map(|(k, (v, r))| Entry {
+                key: k.clone(),
+                value: v.clone(),
+                revision: *r,
+            });
+        if limit == 0 {
+            iter.collect()
+        } else {
+            iter.take(limit).collect()
+        }
+    }
+
+    fn count(&self, from: &str, to: &str) -> u64 {
+        if from >= to {
+            return 0;
+        }
+        self.map
+            .range::<str, _>((Bound::Included(from), Bound::Excluded(to)))
+            .count() as u64
+    }
+
+    fn answer(&self, read: &Read) -> Answer {
+        match read {
+            Read::Range {
+                from, to, limit, ..
+            } => Answer::Entries(self.range(from, to, *limit)),
+            Read::Counts {
+                ranges,
+                skip_if_present,
+            } => {
+                if !skip_if_present.is_empty()
+                    && skip_if_present.iter().all(|k| self.map.contains_key(k))
+                {
+                    return Answer::Counts(None);
+                }
+                Answer::Counts(Some(ranges.iter().map(|(f, t)| self.count(f, t)).collect()))
+            }
+        }
+    }
+
+    /// The revision after the commit, or `None` when a comparison fails.
+    fn apply(&mut self, compares: &[Compare], mutations: &[Mutation]) -> Option<Revision> {
+        let holds = compares.iter().all(|c| match c {
+            Compare::Absent(k) => !self.map.contains_key(k),
+            Compare::Revision(k, r) => self.map.get(k).is_some_and(|(_, have)| have == r),
+        });
+        if !holds {
+            return None;
+        }
+        self.revision += 1;
+        let rev = self.revision;
+        for m in mutations {
+            match m {
+                Mutation::Put(k, v) => {
+                    self.map.insert(k.clone(), (v.clone(), rev));
+                }
+                Mutation::Delete(k) => {
+                    self.map.remove(k);
+                }
+            }
+        }
+        Some(rev)
+    }
+}
+
 #[async_trait]
 impl LeaseStore for MemoryStore {
     async fn get(&self, key: &str) -> Result<Option<Entry>, StoreError> {
@@ -41,34 +114,16 @@ impl LeaseStore for MemoryStore {
     }
 
     async fn range(&self, from: &str, to: &str, limit: usize) -> Result<Vec<Entry>, StoreError> {
-        if from >= to {
-            return Ok(Vec::new());
-        }
-        let state = self.lock();
-        let iter = state
-            .map
-            .range::<str, _>((Bound::Included(from), Bound::Excluded(to)))
-            .map(|(k, (v, r))| Entry {
-                key: k.clone(),
-                value: v.clone(),
-                revision: *r,
-            });
-        Ok(if limit == 0 {
-            iter.collect()
-        } else {
-            iter.take(limit).collect()
-        })
+        Ok(self.lock().range(from, to, limit))
     }
 
     async fn count(&self, from: &str, to: &str) -> Result<u64, StoreError> {
-        if from >= to {
-            return Ok(0);
-        }
+        Ok(self.lock().count(from, to))
+    }
+
+    async fn reads(&self, reads: &[Read]) -> Result<Vec<Answer>, StoreError> {
         let state = self.lock();
-        Ok(state
-            .map
-            .range::<str, _>((Bound::Included(from), Bound::Excluded(to)))
-            .count() as u64)
+        Ok(reads.iter().map(|r| state.answer(r)).collect())
     }
 
     async fn commit(
@@ -76,27 +131,19 @@ impl LeaseStore for MemoryStore {
         compares: &[Compare],
         mutations: &[Mutation],
     ) -> Result<bool, StoreError> {
+        Ok(self.lock().apply(compares, mutations).is_some())
+    }
+
+    async fn commit_and_read(
+        &self,
+        compares: &[Compare],
+        mutations: &[Mutation],
+        reads: &[Read],
+    ) -> Result<Committed, StoreError> {
         let mut state = self.lock();
-        let holds = compares.iter().all(|c| match c {
-            Compare::Absent(k) => !state.map.contains_key(k),
-            Compare::Revision(k, r) => state.map.get(k).is_some_and(|(_, have)| have == r),
-        });
-        if !holds {
-            return Ok(false);
-        }
-        state.revision += 1;
-        let rev = state.revision;
-        for m in mutations {
-            match m {
-                Mutation::Put(k, v) => {
-                    state.map.insert(k.clone(), (v.clone(), rev));
-                }
-                Mutation::Delete(k) => {
-                    state.map.remove(k);
-                }
-            }
-        }
-        Ok(true)
+        let revision = state.apply(compares, mutations);
+        let answers = reads.iter().map(|r| state.answer(r)).collect();
+        Ok(Committed { revision, answers })
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

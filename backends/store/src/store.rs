@@ -67,6 +67,16 @@ fn mismatched(want: &str) -> StoreError {
     }
 }
 
+/// What a [`LeaseStore::commit_and_read`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Committed {
+    /// `None`: a comparison failed and nothing was applied. Otherwise the store's revision
+    /// just after the commit, which every key it put carries.
+    pub revision: Option<Revision>,
+    /// The answers to the reads, in order, made after the commit (or after the attempt).
+    pub answers: Vec<Answer>,
+}
+
 /// A condition of a [`LeaseStore::commit`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Compare {
@@ -199,6 +209,18 @@ pub trait LeaseStore: Send + Sync {
         mutations: &[Mutation],
     ) -> Result<bool, StoreError>;
 
+    /// [`LeaseStore::commit`], then [`LeaseStore::reads`] of `reads` whether or not it was
+    /// applied, in one round trip where the store can. This is how a search claims blocks
+    /// with placeholders and counts their records at once: the counts must come after the
+    /// placeholders are in place, and the revision they carry is what the search's later
+    /// "full" is conditional on. Reads see the store no earlier than the commit.
+    async fn commit_and_read(
+        &self,
+        compares: &[Compare],
+        mutations: &[Mutation],
+        reads: &[Read],
+    ) -> Result<Committed, StoreError>;
+
     /// Cheap round trip proving the store can serve requests now.
     async fn ping(&self) -> Result<(), StoreError>;
 }
@@ -240,6 +262,14 @@ impl<S: LeaseStore + ?Sized> LeaseStore for std::sync::Arc<S> {
         mutations: &[Mutation],
     ) -> Result<bool, StoreError> {
         (**self).commit(compares, mutations).await
+    }
+    async fn commit_and_read(
+        &self,
+        compares: &[Compare],
+        mutations: &[Mutation],
+        reads: &[Read],
+    ) -> Result<Committed, StoreError> {
+        (**self).commit_and_read(compares, mutations, reads).await
     }
     async fn ping(&self) -> Result<(), StoreError> {
         (**self).ping().await
@@ -283,6 +313,14 @@ impl<S: LeaseStore + ?Sized> LeaseStore for Box<S> {
         mutations: &[Mutation],
     ) -> Result<bool, StoreError> {
         (**self).commit(compares, mutations).await
+    }
+    async fn commit_and_read(
+        &self,
+        compares: &[Compare],
+        mutations: &[Mutation],
+        reads: &[Read],
+    ) -> Result<Committed, StoreError> {
+        (**self).commit_and_read(compares, mutations, reads).await
     }
     async fn ping(&self) -> Result<(), StoreError> {
         (**self).ping().await
