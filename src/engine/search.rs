@@ -48,6 +48,13 @@ const SINGLES: u128 = 64;
 /// Blocks found full by [`Search::by_counts`] before it leaves the search to the hints.
 const TRIES: usize = 4;
 
+/// Windows without a hint a search finds full in a row before it counts the rest at once.
+const HEAL_AFTER: usize = 2;
+
+/// Windows claimed and counted in one request when healing: a placeholder and a count
+/// each, within etcd's 128 operations of a transaction.
+const HEAL_CHUNK: usize = 60;
+
 /// Hints of level 1 and up read at the start of a search, at most.
 const ABOVE_LIMIT: usize = 256;
 
@@ -358,6 +365,13 @@ enum Outcome {
     Full(Option<Vec<Span>>),
 }
 
+/// What exploring the blocks of one level found.
+enum Swept {
+    Free(u128),
+    /// No free address; per block, what exploring it found (`None`: not explored).
+    Full(Vec<Option<Option<Vec<Span>>>>),
+}
+
 type Boxed<'b, T> = Pin<Box<dyn Future<Output = Result<T>> + 'b>>;
 
 /// What a search reads and works out without the store.
@@ -380,6 +394,22 @@ impl<S: ?Sized, R> Search<'_, S, R> {
             .filter_map(|e| self.keys.parse_ip(&e.key))
             .map(super::pool::to_u128)
             .collect()
+    }
+
+    /// The hints of blocks `first..=last` of `level` (block indexes), in order, from the
+    /// entries of their key range.
+    fn seen_of(&self, level: u8, first: u128, last: u128, entries: Vec<Entry>) -> Vec<Seen> {
+        let s = hints::shift(level);
+        let mut seen = vec![Seen::ABSENT; (last - first + 1) as usize];
+        for e in entries {
+            if let Some(at) = self.keys.parse_hint(self.pool.v6, level, &e.key) {
+                let i = (at >> s) - first;
+                if let Some(slot) = seen.get_mut(i as usize) {
+                    *slot = Seen::from_entry(&e);
+                }
+            }
+        }
+        seen
     }
 
     /// Blocks of `level` over the pool.
@@ -574,19 +604,11 @@ impl<'a, S: LeaseStore + ?Sized, R: FnMut() -> u128> Search<'a, S, R> {
     /// The hints of blocks `first..=last` of `level` (block indexes), in order.
     async fn hints(&self, level: u8, first: u128, last: u128) -> Result<Vec<Seen>> {
         let s = hints::shift(level);
-        let v6 = self.pool.v6;
-        let (kf, kt) = self.keys.hint_range(v6, level, first << s, last << s);
+        let (kf, kt) = self
+            .keys
+            .hint_range(self.pool.v6, level, first << s, last << s);
         let entries = self.store.range(&kf, &kt, 0).await?;
-        let mut seen = vec![Seen::ABSENT; (last - first + 1) as usize];
-        for e in entries {
-            if let Some(at) = self.keys.parse_hint(v6, level, &e.key) {
-                let i = (at >> s) - first;
-                if let Some(slot) = seen.get_mut(i as usize) {
-                    *slot = Seen::from_entry(&e);
-                }
-            }
-        }
-        Ok(seen)
+        Ok(self.seen_of(level, first, last, entries))
     }
 
     /// After a search found the pool full from the blocks of `top`, records it level by
@@ -715,17 +737,123 @@ impl<'a, S: LeaseStore + ?Sized, R: FnMut() -> u128> Search<'a, S, R> {
     /// Explores the blocks of the pool not known to be full, from a random one; returns the
     /// first free address found.
     async fn among(&mut self, level: u8, blocks: &[(u128, Seen)]) -> Result<Option<u128>> {
-        let open: Vec<usize> = (0..blocks.len())
+        Ok(match self.sweep(level, blocks).await? {
+            Swept::Free(v) => Some(v),
+            Swept::Full(_) => None,
+        })
+    }
+
+    /// Explores `blocks` of `level` (each with its hint as read) that hold a dynamic address
+    /// of the pool and are not known to be full, from a random one, up to the first free
+    /// address. Windows without a hint found full in a row ([`HEAL_AFTER`]) mean a nearly
+    /// full range that nothing has summarised yet: the rest of them are then counted in bulk
+    /// ([`Self::heal`]) rather than explored one by one.
+    async fn sweep(&mut self, level: u8, blocks: &[(u128, Seen)]) -> Result<Swept> {
+        let mut found: Vec<Option<Option<Vec<Span>>>> = vec![None; blocks.len()];
+        let mut open: Vec<usize> = (0..blocks.len())
             .filter(|&i| self.in_pool(level, blocks[i].0) && !blocks[i].1.full_for(self.pool))
             .collect();
         let from = self.random_below(open.len());
+        open.rotate_left(from);
+        let mut in_row = 0;
         for k in 0..open.len() {
-            let (first, seen) = &blocks[open[(from + k) % open.len()]];
-            if let Outcome::Free(v) = self.explore(level, *first, seen).await? {
-                return Ok(Some(v));
+            let i = open[k];
+            if found[i].is_some() {
+                continue;
+            }
+            let (first, seen) = &blocks[i];
+            match self.explore(level, *first, seen).await? {
+                Outcome::Free(v) => return Ok(Swept::Free(v)),
+                Outcome::Full(spans) => found[i] = Some(spans),
+            }
+            in_row = if level == 0 && seen.revision.is_none() {
+                in_row + 1
+            } else {
+                0
+            };
+            if in_row == HEAL_AFTER {
+                let rest: Vec<usize> = open[k + 1..]
+                    .iter()
+                    .copied()
+                    .filter(|&j| blocks[j].1.revision.is_none())
+                    .collect();
+                let firsts: Vec<u128> = rest.iter().map(|&j| blocks[j].0).collect();
+                for j in self.heal(&firsts).await? {
+                    found[rest[j]] = Some(Some(Vec::new()));
+                }
             }
         }
-        Ok(None)
+        Ok(Swept::Full(found))
+    }
+
+    /// Claims the windows at `firsts` (seen without a hint) with placeholders and counts
+    /// their records, a chunk per request, then writes "full" over those with a record at
+    /// every address, conditional on their placeholders, and takes the others back. A
+    /// nearly full range without hints (filled by an older version, or imported) heals in
+    /// two requests per [`HEAL_CHUNK`] windows, not five per window and search. Returns which
+    /// of `firsts` (indexes) it marked full.
+    async fn heal(&mut self, firsts: &[u128]) -> Result<Vec<usize>> {
+        let v6 = self.pool.v6;
+        let mut marked = Vec::new();
+        for (c, chunk) in firsts.chunks(HEAL_CHUNK).enumerate() {
+            let keys: Vec<String> = chunk.iter().map(|&f| self.keys.hint(v6, 0, f)).collect();
+            let ranges = chunk
+                .iter()
+                .map(|&f| {
+                    let (a, b) = hints::block(0, f);
+                    self.keys.ip_range(self.pool.addr(a), self.pool.addr(b))
+                })
+                .collect();
+            let claim: Vec<Compare> = keys.iter().map(|k| Compare::Absent(k.clone())).collect();
+            let pending: Vec<Mutation> = keys
+                .iter()
+                .map(|k| Mutation::Put(k.clone(), hints::PENDING.to_vec()))
+                .collect();
+            let read = Read::Counts {
+                ranges,
+                skip_if_present: Vec::new(),
+            };
+            let done = self
+                .store
+                .commit_and_read(&claim, &pending, &[read])
+                .await?;
+            // Another search holds one of them: this chunk is left to the searches.
+            let Some(revision) = done.revision else {
+                continue;
+            };
+            let counts = done.answers.into_iter().next().map(Answer::into_counts);
+            let counts = match counts.transpose()?.flatten() {
+                Some(n) if n.len() == chunk.len() => n,
+                _ => {
+                    return Err(crate::Error::Internal(
+                        "a commit's counts came back short".into(),
+                    ))
+                }
+            };
+            let mut ours = Vec::with_capacity(keys.len());
+            let mut outcome = Vec::with_capacity(keys.len());
+            for (j, (key, n)) in keys.into_iter().zip(counts).enumerate() {
+                ours.push(Compare::Revision(key.clone(), revision));
+                if u128::from(n) >= WINDOW {
+                    outcome.push(Mutation::Put(key, hints::encode(&[])));
+                    marked.push(c * HEAL_CHUNK + j);
+                } else {
+                    outcome.push(Mutation::Delete(key));
+                }
+            }
+            if self.store.commit(&ours, &outcome).await? {
+                continue;
+            }
+            // A release took one placeholder with it (and freed an address there): the
+            // others one by one.
+            for (j, (cond, m)) in ours.into_iter().zip(outcome).enumerate() {
+                let put = matches!(m, Mutation::Put(..));
+                if !self.store.commit(&[cond], &[m]).await? && put {
+                    marked.retain(|&x| x != c * HEAL_CHUNK + j);
+                }
+            }
+        }
+        Ok(marked)
     }
 
     /// Whether the block of `level` at `first` holds a dynamic address of the pool at all:
@@ -758,21 +886,10 @@ impl<'a, S: LeaseStore + ?Sized, R: FnMut() -> u128> Search<'a, S, R> {
                 .enumerate()
                 .map(|(j, h)| (bf + ((j as u128) << s), h))
                 .collect();
-            let mut found: Vec<Option<Option<Vec<Span>>>> = vec![None; children.len()];
-            let open: Vec<usize> = (0..children.len())
-                .filter(|&i| {
-                    self.in_pool(below, children[i].0) && !children[i].1.full_for(self.pool)
-                })
-                .collect();
-            let from = self.random_below(open.len());
-            for k in 0..open.len() {
-                let i = open[(from + k) % open.len()];
-                let (cf, cseen) = &children[i];
-                match self.explore(below, *cf, cseen).await? {
-                    Outcome::Free(v) => return Ok(Outcome::Free(v)),
-                    Outcome::Full(spans) => found[i] = Some(spans),
-                }
-            }
+            let found = match self.sweep(below, &children).await? {
+                Swept::Free(v) => return Ok(Outcome::Free(v)),
+                Swept::Full(found) => found,
+            };
             let spans = hints::merge(children.iter().zip(&found).flat_map(|((cf, cseen), f)| {
                 let whole = vec![hints::block(below, *cf)];
                 match (f, &cseen.hint) {
@@ -812,28 +929,44 @@ impl<'a, S: LeaseStore + ?Sized, R: FnMut() -> u128> Search<'a, S, R> {
         let (revision, spans) = match seen.revision {
             Some(r) => (r, spans.to_vec()),
             None => {
-                let created = self
+                // The placeholder and the reread in one request where the store can: the
+                // reread comes after the placeholder, whose revision it returns.
+                let done = self
                     .store
-                    .commit(
+                    .commit_and_read(
                         &[Compare::Absent(key.clone())],
                         &[Mutation::Put(key.clone(), hints::PENDING.to_vec())],
+                        &[self.reread_read(level, first)],
                     )
                     .await?;
-                let Some(now) = self.store.get(&key).await? else {
-                    return Ok(());
+                let (revision, spans) = match done.revision {
+                    Some(r) => {
+                        let answer = done.answers.into_iter().next().ok_or_else(|| {
+                            crate::Error::Internal("a commit's read came back short".into())
+                        })?;
+                        (r, self.reread_from(level, first, answer).await?)
+                    }
+                    None => {
+                        // Someone else's placeholder or hint: what was read with the attempt
+                        // may predate its revision, so it is read again.
+                        let Some(now) = self.store.get(&key).await? else {
+                            return Ok(());
+                        };
+                        if hints::decode(&now.value) != Hint::Unknown {
+                            // Another search marked it meanwhile.
+                            return Ok(());
+                        }
+                        (now.revision, self.reread(level, first).await?)
+                    }
                 };
-                if !created && hints::decode(&now.value) != Hint::Unknown {
-                    // Another search marked it meanwhile.
-                    return Ok(());
-                }
-                match self.reread(level, first).await? {
-                    Some(spans) => (now.revision, spans),
+                match spans {
+                    Some(spans) => (revision, spans),
                     None => {
                         // Not full after all: take the placeholder back, if it is still ours.
-                        if created {
+                        if done.revision.is_some() {
                             self.store
                                 .commit(
-                                    &[Compare::Revision(key.clone(), now.revision)],
+                                    &[Compare::Revision(key.clone(), revision)],
                                     &[Mutation::Delete(key)],
                                 )
                                 .await?;
@@ -856,10 +989,47 @@ impl<'a, S: LeaseStore + ?Sized, R: FnMut() -> u128> Search<'a, S, R> {
     /// The spans without a record of a block, read now from the records (a window) or from
     /// the hints of the level below; `None` when that does not show the block full.
     async fn reread(&mut self, level: u8, first: u128) -> Result<Option<Vec<Span>>> {
+        let read = self.reread_read(level, first);
+        let answer = self.store.reads(&[read]).await?.into_iter().next();
+        let answer =
+            answer.ok_or_else(|| crate::Error::Internal("a read came back short".into()))?;
+        self.reread_from(level, first, answer).await
+    }
+
+    /// What [`Self::reread`] reads first: the count of a window's records, or the hints of
+    /// the level below.
+    fn reread_read(&self, level: u8, first: u128) -> Read {
         let (bf, bl) = hints::block(level, first);
         if level == 0 {
-            let (kf, kt) = self.keys.ip_range(self.pool.addr(bf), self.pool.addr(bl));
-            if u128::from(self.store.count(&kf, &kt).await?) > bl - bf {
+            let range = self.keys.ip_range(self.pool.addr(bf), self.pool.addr(bl));
+            return Read::Counts {
+                ranges: vec![range],
+                skip_if_present: Vec::new(),
+            };
+        }
+        let s = hints::shift(level - 1);
+        let (from, to) = self
+            .keys
+            .hint_range(self.pool.v6, level - 1, bf, bl >> s << s);
+        Read::Range {
+            from,
+            to,
+            limit: 0,
+            keys_only: false,
+        }
+    }
+
+    /// [`Self::reread`] from the answer to [`Self::reread_read`].
+    async fn reread_from(
+        &mut self,
+        level: u8,
+        first: u128,
+        answer: Answer,
+    ) -> Result<Option<Vec<Span>>> {
+        let (bf, bl) = hints::block(level, first);
+        if level == 0 {
+            let counted = answer.into_counts()?.and_then(|n| n.first().copied());
+            if counted.is_some_and(|n| u128::from(n) > bl - bf) {
                 return Ok(Some(Vec::new()));
             }
             let taken = self.taken(bf, bl).await?;
@@ -873,7 +1043,7 @@ impl<'a, S: LeaseStore + ?Sized, R: FnMut() -> u128> Search<'a, S, R> {
             return Ok(hints::gaps(bf, bl, taken.into_iter()));
         }
         let s = hints::shift(level - 1);
-        let children = self.hints(level - 1, bf >> s, bl >> s).await?;
+        let children = self.seen_of(level - 1, bf >> s, bl >> s, answer.into_entries()?);
         let mut parts = Vec::with_capacity(children.len());
         for (j, c) in children.iter().enumerate() {
             let cf = bf + ((j as u128) << s);
@@ -996,7 +1166,7 @@ mod tests {
             head in 1u32..2500,
             tail in 1u32..2500,
             big in any::<bool>(),
-            fill in 0.5f64..1.0,
+            fill in prop_oneof![0.5f64..1.0, Just(1.0)],
             seed in any::<u64>(),
             ops in proptest::collection::vec(op(), 1..60),
         ) {
@@ -1110,6 +1280,218 @@ mod tests {
             let found = store.read();
             assert!(found <= 3 * 64 + 32, "finding it read {found} keys");
         });
+    }
+
+    /// Every address of `pool` recorded but `free`, the way a fill by an older version or an
+    /// import leaves it: no hints.
+    async fn fill_all_but<S: LeaseStore>(store: &S, keys: &Keys, pool: &Pool, free: &[u128]) {
+        let all: Vec<Mutation> = (pool.start..=pool.end)
+            .filter(|v| pool.contains_dynamic(*v) && !free.contains(v))
+            .map(|v| Mutation::Put(keys.ip(pool.addr(v)), vec![]))
+            .collect();
+        store.commit(&[], &all).await.unwrap();
+    }
+
+    /// Every "full" hint in `store` is true: each address of its block outside its spans
+    /// has a record.
+    async fn hints_hold(store: &MemoryStore, keys: &Keys) {
+        let (f, t) = keys.hints();
+        let (rf, rt) = keys.ip_range(
+            std::net::Ipv4Addr::new(0, 0, 0, 0).into(),
+            std::net::Ipv4Addr::new(255, 255, 255, 255).into(),
+        );
+        let taken: BTreeSet<u128> = store
+            .range(&rf, &rt, 0)
+            .await
+            .unwrap()
+            .iter()
+            .filter_map(|e| keys.parse_ip(&e.key))
+            .map(crate::engine::pool::to_u128)
+            .collect();
+        for e in store.range(&f, &t, 0).await.unwrap() {
+            let Hint::Full(spans) = hints::decode(&e.value) else {
+                continue;
+            };
+            let level: u8 = e.key.split('/').nth(5).unwrap().parse().unwrap();
+            let first = keys.parse_hint(false, level, &e.key).unwrap();
+            let (bf, bl) = hints::block(level, first);
+            // The block outside the spans, run by run: each run wholly recorded.
+            let mut next = bf;
+            for &(a, b) in spans.iter().chain([(bl + 1, bl + 1)].iter()) {
+                if a > next {
+                    let held = taken.range(next..a).count() as u128;
+                    assert_eq!(held, a - next, "{} calls {next:x}..{a:x} taken", e.key);
+                }
+                next = next.max(b + 1);
+            }
+        }
+    }
+
+    /// A nearly full range that carries no hints is summarised by the first search that
+    /// meets it, in bulk, instead of five requests per window and search.
+    #[test]
+    fn a_nearly_full_range_without_hints_heals_in_one_search() {
+        let p = big_pool(0, 1 << 16, None);
+        let keys = Keys::new("/t", "n");
+        let store = MemoryStore::new();
+        let free = [
+            p.start + 10 * 1024 + 7,
+            p.start + 20 * 1024,
+            p.start + 30 * 1024 + 1023,
+        ];
+        let mut rnd = lcg(3);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            fill_all_but(&store, &keys, &p, &free).await;
+            let found = find_free(&store, &keys, &p, &mut rnd).await.unwrap();
+            assert!(found.is_some_and(|v| free.contains(&v)), "{found:?}");
+            // Every window with a record at each address now says so; the three with room
+            // and the first (the network address and the gateway have no record) do not.
+            for w in 1..64u128 {
+                let first = p.start + w * WINDOW;
+                let hint = store.get(&keys.hint(false, 0, first)).await.unwrap();
+                let full = hint.is_some_and(|e| hints::decode(&e.value) == Hint::Full(vec![]));
+                assert_eq!(full, ![10, 20, 30].contains(&w), "window {w}");
+            }
+            hints_hold(&store, &keys).await;
+            // Each free address is found in turn, then none.
+            for _ in 0..3 {
+                let v = find_free(&store, &keys, &p, &mut rnd)
+                    .await
+                    .unwrap()
+                    .unwrap();
+                assert!(free.contains(&v), "{v}");
+                let key = keys.ip(p.addr(v));
+                store
+                    .commit(
+                        &[Compare::Absent(key.clone())],
+                        &[Mutation::Put(key, vec![])],
+                    )
+                    .await
+                    .unwrap();
+            }
+            assert_eq!(find_free(&store, &keys, &p, &mut rnd).await.unwrap(), None);
+            hints_hold(&store, &keys).await;
+        });
+    }
+
+    /// A release lands between a heal's placeholders and its "full" hints, in a window it
+    /// counted full: that window's hint is not written, and the address is found.
+    #[test]
+    fn a_release_while_healing_is_never_hidden() {
+        let p = big_pool(0, 1 << 16, None);
+        let keys = Keys::new("/t", "n");
+        let store = Releasing {
+            inner: MemoryStore::new(),
+            keys: keys.clone(),
+            pool: p.clone(),
+            armed: std::sync::atomic::AtomicBool::new(true),
+            victim: std::sync::Mutex::new(None),
+            released: std::sync::Mutex::new(None),
+        };
+        let mut rnd = lcg(5);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            fill_all_but(&store.inner, &keys, &p, &[p.start + 40 * 1024 + 9]).await;
+            let found = find_free(&store, &keys, &p, &mut rnd).await.unwrap();
+            assert!(found.is_some());
+            let released = store.released.lock().unwrap().expect("a heal ran");
+            let window = hints::block(0, released).0;
+            assert_eq!(
+                store.inner.get(&keys.hint(false, 0, window)).await.unwrap(),
+                None
+            );
+            hints_hold(&store.inner, &keys).await;
+            let mut seen = BTreeSet::new();
+            while let Some(v) = find_free(&store, &keys, &p, &mut rnd).await.unwrap() {
+                assert!(seen.insert(v), "{v} found twice");
+                let key = keys.ip(p.addr(v));
+                store
+                    .commit(
+                        &[Compare::Absent(key.clone())],
+                        &[Mutation::Put(key, vec![])],
+                    )
+                    .await
+                    .unwrap();
+            }
+            assert!(seen.contains(&released), "{released} never found");
+        });
+    }
+
+    /// The memory store, releasing an address (as the engine does, hints with it) of the
+    /// first window a bulk claim of placeholders took, just before the commit that follows.
+    struct Releasing {
+        inner: MemoryStore,
+        keys: Keys,
+        pool: Pool,
+        /// Until the first bulk claim.
+        armed: std::sync::atomic::AtomicBool,
+        victim: std::sync::Mutex<Option<u128>>,
+        released: std::sync::Mutex<Option<u128>>,
+    }
+
+    #[async_trait::async_trait]
+    impl LeaseStore for Releasing {
+        async fn get(
+            &self,
+            key: &str,
+        ) -> std::result::Result<Option<kube_ipam_store::Entry>, kube_ipam_store::StoreError>
+        {
+            self.inner.get(key).await
+        }
+        async fn range(
+            &self,
+            from: &str,
+            to: &str,
+            limit: usize,
+        ) -> std::result::Result<Vec<kube_ipam_store::Entry>, kube_ipam_store::StoreError> {
+            self.inner.range(from, to, limit).await
+        }
+        async fn count(
+            &self,
+            from: &str,
+            to: &str,
+        ) -> std::result::Result<u64, kube_ipam_store::StoreError> {
+            self.inner.count(from, to).await
+        }
+        async fn commit(
+            &self,
+            c: &[Compare],
+            m: &[Mutation],
+        ) -> std::result::Result<bool, kube_ipam_store::StoreError> {
+            let victim = self.victim.lock().unwrap().take();
+            if let Some(v) = victim {
+                let addr = self.pool.addr(v);
+                let mut release = vec![Mutation::Delete(self.keys.ip(addr))];
+                release.extend(hints::freed(&self.keys, addr));
+                self.inner.commit(&[], &release).await?;
+                *self.released.lock().unwrap() = Some(v);
+            }
+            self.inner.commit(c, m).await
+        }
+        async fn commit_and_read(
+            &self,
+            c: &[Compare],
+            m: &[Mutation],
+            r: &[Read],
+        ) -> std::result::Result<kube_ipam_store::Committed, kube_ipam_store::StoreError> {
+            let done = self.inner.commit_and_read(c, m, r).await?;
+            if m.len() > 1
+                && done.revision.is_some()
+                && self.armed.swap(false, std::sync::atomic::Ordering::Relaxed)
+            {
+                let first = self.keys.parse_hint(false, 0, m[0].key()).unwrap();
+                *self.victim.lock().unwrap() = Some(first + 100);
+            }
+            Ok(done)
+        }
+        async fn ping(&self) -> std::result::Result<(), kube_ipam_store::StoreError> {
+            Ok(())
+        }
     }
 
     /// The memory store, counting the keys every read returns.
