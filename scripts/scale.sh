@@ -13,9 +13,10 @@
 # write the hints a fill without them lacks. ONLY_BIG=1 runs only the /12 points (at 50, 90,
 # 99 and 99.99 %, full, a range behind the full one, one free address) and the operator
 # commands at a million held; ONLY_MISSED=1 the same and the /16 with one free address. The
-# empty /24 is timed first and again beside the /12 points, and each point's "vs /24" is
-# against the latest one before it: the store has grown by millions of records in between. Each point also gets pairwise ratios (`scripts/lib/pairwise.py`): its
-# ADD and its DEL against the empty /24's, run in turn, which hold up on a loaded machine too.
+# empty /24 is timed first and again just before each /12 point, and each point's "vs /24"
+# is against the latest one before it: the store has grown by millions of records in between.
+# Each point also gets pairwise ratios (`scripts/lib/pairwise.py`): its ADD and its DEL
+# against the empty /24's, run in turn, which hold up on a loaded machine too.
 # `gc` is run against a stand-in Kubernetes API that lists no pod (`examples/kube_api.rs`);
 # the fill's records name no pod, so it reads and decodes every attachment and releases none.
 set -euo pipefail
@@ -88,7 +89,8 @@ pairwise() {
     done | paste -sd' '
 }
 
-# point STORE LABEL CONF: ADD (each run after a DEL) and ADD+DEL, medians; peak RSS of an ADD.
+# point STORE LABEL CONF: ADD (each run after a DEL) and ADD+DEL, medians; peak RSS of an ADD;
+# pairwise ratios against the empty /24, unless BASELINE=1 (the /24 itself, timed again).
 point() {
     local store=$1 label=$2 c=$3 rss pair
     hyperfine -N --runs "$RUNS" --warmup 5 --export-json "$T/p.json" \
@@ -102,7 +104,8 @@ point() {
     rss=$(CNI_COMMAND=ADD CNI_CONTAINERID=scale-rss CNI_IFNAME=eth0 CNI_NETNS=/x CNI_PATH=/usr/lib/cni \
         /usr/bin/time -v "$BIN" <"$c" 2>&1 >/dev/null | awk -F': ' '/Maximum resident/ {print $2}' || true)
     CNI_COMMAND=DEL CNI_CONTAINERID=scale-rss CNI_IFNAME=eth0 CNI_NETNS=/x CNI_PATH=/usr/lib/cni "$BIN" <"$c" >/dev/null
-    pair=$(pairwise "$store" "$c")
+    pair=-
+    if [ "${BASELINE:-0}" != 1 ]; then pair=$(pairwise "$store" "$c"); fi
     printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$store" "$label" "$add" "$del" "$rss" "$pair" | tee -a "$RESULTS" >&2
 }
 
@@ -166,19 +169,23 @@ for store in $STORES; do
     point "$store" "/64 with 150,000 held" "$c"
     fi
     # One /12 filled further and further: a spread fill of more holds every address of a
-    # smaller one, so the store grows by one /12, not one per point. The baseline is timed
-    # again beside it: the store holds millions of records more than when it was first timed.
+    # smaller one, so the store grows by one /12, not one per point. Each /12 point gets its
+    # own /24 timed just before it: the store holds up to millions of records more than when
+    # the first was timed, and an etcd that has just taken half a million answers everything
+    # slower for a while, DEL included.
     c=$(conf "$store" s12 "$R12")
     for f in 500000 900000 990000 999900; do
         fill "$c" spread $f; compact "$store"
-        if [ $f = 500000 ]; then point "$store" "/24 empty, beside the /12" "$(conf "$store" b24 "$R24")"; fi
-        point "$store" "/12 at $(python3 -c "print(f'{$f / 10000:g}')") %" "$c"
+        pct=$(python3 -c "print(f'{$f / 10000:g}')")
+        BASELINE=1 point "$store" "/24 empty, beside the /12 at $pct %" "$(conf "$store" b24 "$R24")"
+        point "$store" "/12 at $pct %" "$c"
     done
     fill "$c" full; compact "$store"
-    point "$store" "/24 empty, beside the full /12" "$(conf "$store" b24 "$R24")"
+    BASELINE=1 point "$store" "/24 empty, beside the full /12" "$(conf "$store" b24 "$R24")"
     point "$store" "/12 full (ADD answers 101)" "$c"
     point "$store" "/24 behind a full /12" "$(conf "$store" s12 "$R12_24" -behind)"
     "$BIN" release --conf "$c" 10.7.7.7 >/dev/null
+    BASELINE=1 point "$store" "/24 empty, beside the /12 with one free" "$(conf "$store" b24 "$R24")"
     point "$store" "/12 with one free address" "$c"
     # Operator commands at 1,048,573 held.
     op "$store" "ls --output json" "$BIN" ls --conf "$c" --output json
