@@ -203,13 +203,13 @@ rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1])]
 # Each point against the latest empty /24 timed before it on the same store.
 base, bdel = {}, {}
 print()
-print(f"{'store':9} {'case':36} {'ADD ms':>8} {'vs /24':>7} {'DEL ms':>8} {'vs /24':>7} {'RSS KiB':>8} {'pairwise ADD, DEL':>18}")
+print(f"{'store':9} {'case':42} {'ADD ms':>8} {'vs /24':>7} {'DEL ms':>8} {'vs /24':>7} {'RSS KiB':>8} {'pairwise ADD, DEL':>18}")
 for store, label, add, dele, rss, pair in rows:
     if label.startswith("/24 empty"):
         base[store], bdel[store] = float(add), float(dele)
     if label.startswith("op "):
-        print(f"{store:9} {label[3:]:36} {float(add):7.2f}s {'':>7} {'':>8} {'':>7} {rss:>8}")
+        print(f"{store:9} {label[3:]:42} {float(add):7.2f}s {'':>7} {'':>8} {'':>7} {rss:>8}")
         continue
     a, d = float(add), float(dele)
-    print(f"{store:9} {label:36} {a:8.2f} {a/base[store]:6.2f}x {d:8.2f} {d/bdel[store]:6.2f}x {rss:>8} {pair:>18}")
+    print(f"{store:9} {label:42} {a:8.2f} {a/base[store]:6.2f}x {d:8.2f} {d/bdel[store]:6.2f}x {rss:>8} {pair:>18}")
 PY

@@ -11,8 +11,9 @@
 //! records in parts and reads only a part with room, at a random spot, which also keeps
 //! concurrent allocators (other processes, other nodes) apart. It writes "full" hints for
 //! what it finds full on the way, and those above the windows once it finds the whole range
-//! full. A range missing its hints (written by an older version, or imported) is counted
-//! window by window once and carries hints afterwards.
+//! full. A range missing its hints (written by an older version, or imported) carries them
+//! after the searches that meet it: once two windows without a hint come out full in a row,
+//! the rest are counted and marked in bulk ([`Search::heal`]).
 
 use std::collections::BTreeSet;
 use std::future::Future;
