@@ -14,9 +14,9 @@ use std::time::{Duration, Instant};
 use kube_ipam_store::records::decode;
 use kube_ipam_store::{Attachment, Binding, LeaseStore, PodRef, Revision};
 
+use crate::engine::events::{self, Counter};
 use crate::engine::scan::Scan;
 use crate::engine::{Allocator, Release};
-use crate::metrics::counts::{self, Counter};
 use crate::pod::PodDirectory;
 use crate::Result;
 
@@ -146,7 +146,7 @@ impl<'a, S: LeaseStore> Collector<'a, S> {
             }
             None => {
                 let ranges = att.ips.iter().map(|i| i.range.as_str());
-                let counted = counts::event(self.alloc.keys(), Counter::LeaksGc, ranges);
+                let counted = events::event(self.alloc.keys(), Counter::LeaksGc, ranges);
                 if self.recheck_attachment(pod).await?.is_some()
                     && self
                         .alloc
@@ -189,7 +189,7 @@ impl<'a, S: LeaseStore> Collector<'a, S> {
             }
             None => {
                 let ranges = b.ips.iter().map(|i| i.range.as_str());
-                let counted = counts::event(self.alloc.keys(), Counter::LeaksGc, ranges);
+                let counted = events::event(self.alloc.keys(), Counter::LeaksGc, ranges);
                 if self.pods.pod(&p.namespace, &p.name).await?.is_none()
                     && self
                         .alloc

@@ -8,40 +8,16 @@ use std::sync::Mutex;
 
 use tracing_subscriber::EnvFilter;
 
-use crate::config::{DEFAULT_LOG_FILE, DEFAULT_LOG_MAX_MIB};
-
-/// Logging for a call refused before its config was validated: the config's own `logFile`,
-/// `logLevel` and `logMaxSize` when the JSON holds usable ones, else the defaults.
-pub fn init_from_raw(stdin: &[u8]) {
-    let doc: Option<serde_json::Value> = serde_json::from_slice(stdin).ok();
-    let ipam = doc.as_ref().and_then(|d| d.get("ipam"));
-    let text = |k: &str| {
-        ipam.and_then(|i| i.get(k))
-            .and_then(serde_json::Value::as_str)
-            .filter(|s| !s.is_empty())
-    };
-    let file = text("logFile")
-        .map(Path::new)
-        .filter(|p| p.is_absolute())
-        .unwrap_or(Path::new(DEFAULT_LOG_FILE));
-    let level = text("logLevel")
-        .map(str::to_ascii_lowercase)
-        .filter(|l| crate::config::LOG_LEVELS.contains(&l.as_str()))
-        .unwrap_or_else(|| "info".to_owned());
-    let max_mib = ipam
-        .and_then(|i| i.get("logMaxSize"))
-        .and_then(serde_json::Value::as_u64)
-        .filter(|m| (1..=10_240).contains(m))
-        .unwrap_or(DEFAULT_LOG_MAX_MIB);
-    init(file, &level, max_mib << 20);
-}
+use crate::config::LogConf;
 
 /// Installs the subscriber once per process; later calls keep the first one.
 /// A log file that cannot be opened sends the lines to stderr instead: logging must never
 /// be the reason a pod gets no address.
-pub fn init(path: &Path, level: &str, max_bytes: u64) {
-    rotate(path, max_bytes);
-    let filter = EnvFilter::try_new(directives(level)).unwrap_or_else(|_| EnvFilter::new("info"));
+pub fn init(conf: &LogConf) {
+    let path = conf.file.as_path();
+    rotate(path, conf.max_bytes);
+    let filter =
+        EnvFilter::try_new(directives(&conf.level)).unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(false)

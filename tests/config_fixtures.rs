@@ -84,8 +84,8 @@ fn original_single_range_with_etcd() {
     assert_eq!(etcd.connect_timeout, config::DEFAULT_DIAL_TIMEOUT);
     assert_eq!(etcd.request_timeout, config::DEFAULT_REQUEST_TIMEOUT);
     assert_eq!(ipam.data_dir, PathBuf::from(config::DEFAULT_DATA_DIR));
-    assert_eq!(ipam.log_file, PathBuf::from(config::DEFAULT_LOG_FILE));
-    assert_eq!(ipam.log_level, "info");
+    assert_eq!(ipam.log.file, PathBuf::from(config::DEFAULT_LOG_FILE));
+    assert_eq!(ipam.log.level, "info");
     assert!(!ipam.sticky_ips);
     assert_eq!(ipam.key_prefix, "/kube-ipam");
     assert!(config::check(&fixture("single-range-etcd.conf")).is_empty());
@@ -262,8 +262,8 @@ fn host_local_defaults_and_our_defaults() {
         }]
     );
     assert_eq!(c.ipam.data_dir, PathBuf::from("/var/lib/cni/kube-ipam"));
-    assert_eq!(c.ipam.log_file, PathBuf::from("/var/log/kube-ipam.log"));
-    assert_eq!(c.ipam.log_level, "info");
+    assert_eq!(c.ipam.log.file, PathBuf::from("/var/log/kube-ipam.log"));
+    assert_eq!(c.ipam.log.level, "info");
     assert_eq!(c.ipam.key_prefix, "/kube-ipam");
     assert!(!c.ipam.sticky_ips);
     assert_eq!(c.ipam.etcd, None);
@@ -339,10 +339,10 @@ fn unknown_keys_are_tolerated_everywhere() {
         Some(ip("10.30.0.1")),
         "an empty gateway string means unset, as in Go"
     );
-    assert_eq!(c.ipam.log_level, "debug");
+    assert_eq!(c.ipam.log.level, "debug");
     assert_eq!(c.ipam.key_prefix, "/clusters/a");
     assert_eq!(c.ipam.data_dir, PathBuf::from("/var/lib/kube-ipam-test"));
-    assert_eq!(c.ipam.log_file, PathBuf::from("/tmp/kube-ipam-test.log"));
+    assert_eq!(c.ipam.log.file, PathBuf::from("/tmp/kube-ipam-test.log"));
     let etcd = c.ipam.etcd.as_ref().expect("etcd");
     assert_eq!(
         (etcd.cert_file.as_ref(), etcd.key_file.as_ref()),

@@ -7,9 +7,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::config::NetConf;
+use crate::engine::events;
 use crate::engine::Allocator;
 use crate::gc::{Collector, Finding, Pass};
-use crate::metrics::{counts, figures, server, Figures, Metrics};
+use crate::metrics::{figures, server, Figures, Metrics};
 use crate::pod::kube::{KubeDirectory, REQUEST_TIMEOUT};
 use crate::pod::{self, PodDirectory};
 use crate::{stores, Error, Result};
@@ -70,7 +71,7 @@ pub async fn run(conf: &NetConf, o: &Options) -> Result<i32> {
         let mut fig = Figures::default();
         if outcome.is_ok() {
             // Events are folded every pass, scraped or not, so they never pile up.
-            let read = match counts::fold(alloc.store(), alloc.keys()).await {
+            let read = match events::fold(alloc.store(), alloc.keys()).await {
                 Ok(()) if metrics.is_some() => figures::read(&alloc).await,
                 other => other.map(|()| Figures::default()),
             };

@@ -1,7 +1,5 @@
 //! `CNI_ARGS`: `K=V;K=V`, as container runtimes send it.
 
-use std::net::IpAddr;
-
 use crate::config::RequestedIp;
 use crate::{Error, Result};
 
@@ -47,7 +45,7 @@ impl CniArgs {
                 "IP" => {
                     for ip in v.split(',').map(str::trim).filter(|s| !s.is_empty()) {
                         out.ips.push(
-                            parse_requested(ip)
+                            RequestedIp::parse(ip)
                                 .map_err(|why| bad(raw, format!("IP={ip}: {why}")))?,
                         );
                     }
@@ -112,30 +110,6 @@ fn bad(raw: &str, reason: String) -> Error {
         value: raw.chars().take(256).collect(),
         reason,
     }
-}
-
-/// `10.1.2.3`, `10.1.2.3/24`, `fd00::5/64`.
-pub fn parse_requested(s: &str) -> std::result::Result<RequestedIp, String> {
-    let (addr, len) = match s.split_once('/') {
-        Some((a, l)) => (a, Some(l)),
-        None => (s, None),
-    };
-    let address: IpAddr = addr
-        .trim()
-        .parse()
-        .map_err(|_| format!("{addr:?} is not an IP address"))?;
-    let max = if address.is_ipv4() { 32 } else { 128 };
-    let prefix_len = match len {
-        None => None,
-        Some(l) => match l.trim().parse::<u8>() {
-            Ok(n) if n <= max => Some(n),
-            _ => return Err(format!("{l:?} is not a prefix length of 0 to {max}")),
-        },
-    };
-    Ok(RequestedIp {
-        address,
-        prefix_len,
-    })
 }
 
 #[cfg(test)]

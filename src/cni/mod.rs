@@ -55,7 +55,7 @@ pub async fn run(vars: &HashMap<String, String>, stdin: &[u8]) -> Reply {
     let env = match Env::from_vars(vars) {
         Ok(env) => env,
         Err(e) => {
-            crate::log::init_from_raw(stdin);
+            crate::log::init(&config::log_conf_of(stdin));
             tracing::error!(error = %e, "rejected call");
             return Reply::err(&caller_version(stdin), &e);
         }
@@ -68,16 +68,12 @@ pub async fn run(vars: &HashMap<String, String>, stdin: &[u8]) -> Reply {
     let conf = match config::parse(stdin) {
         Ok(c) => c,
         Err(e) => {
-            crate::log::init_from_raw(stdin);
+            crate::log::init(&config::log_conf_of(stdin));
             tracing::error!(command = env.command.as_str(), container = %env.container_id, error = %e, "invalid network config");
             return Reply::err(&caller_version(stdin), &e);
         }
     };
-    crate::log::init(
-        &conf.ipam.log_file,
-        &conf.ipam.log_level,
-        conf.ipam.log_max_bytes,
-    );
+    crate::log::init(&conf.ipam.log);
     let deadline = started + conf.ipam.call_timeout;
     let within = tokio::time::timeout_at(deadline.into(), dispatch(&env, &conf, deadline));
     let answer = within.await.unwrap_or_else(|_| {

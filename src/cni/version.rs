@@ -6,9 +6,7 @@ pub const SUPPORTED: [&str; 7] = [
     "0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0",
 ];
 pub const LATEST: &str = "1.1.0";
-/// What an absent or empty `cniVersion` means: libcni and host-local read it as 0.1.0, and
-/// libcni writes `""` into single-plugin configs that have none (Multus delegates).
-pub const UNVERSIONED: &str = "0.1.0";
+pub use crate::config::UNVERSIONED;
 
 /// A supported spec version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]

@@ -11,6 +11,7 @@ mod tests;
 
 pub use locate::locate;
 pub use model::*;
+pub use validate::log_conf_of;
 pub use validate::{
     DEFAULT_CALL_TIMEOUT, DEFAULT_DATA_DIR, DEFAULT_DIAL_TIMEOUT, DEFAULT_KEY_PREFIX,
     DEFAULT_LOG_FILE, DEFAULT_LOG_LEVEL, DEFAULT_LOG_MAX_MIB, DEFAULT_NODE_LOST_AFTER,

@@ -30,11 +30,45 @@ pub struct NetConf {
     pub pod_annotations: Option<BTreeMap<String, String>>,
 }
 
+/// What an absent or empty `cniVersion` means: libcni and host-local read it as 0.1.0, and
+/// libcni writes `""` into single-plugin configs that have none (Multus delegates).
+pub const UNVERSIONED: &str = "0.1.0";
+
 /// An address asked for by name, with an optional prefix length (`10.1.2.3/24` or `10.1.2.3`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RequestedIp {
     pub address: IpAddr,
     pub prefix_len: Option<u8>,
+}
+
+impl RequestedIp {
+    /// `10.1.2.3` or `10.1.2.3/24`, as every source writes them (runtimeConfig, args,
+    /// CNI_ARGS, pod annotations); blanks around either part are dropped. The prefix length,
+    /// when given, is kept apart because the address itself is what is asked for (it may
+    /// well have host bits, being a host). The reason of a refusal names no value: the
+    /// caller's error names the source and the value.
+    pub fn parse(s: &str) -> Result<RequestedIp, String> {
+        let (addr, len) = match s.split_once('/') {
+            Some((a, l)) => (a, Some(l)),
+            None => (s, None),
+        };
+        let address: IpAddr = addr
+            .trim()
+            .parse()
+            .map_err(|_| "is not an IP address (address or address/prefix length)".to_owned())?;
+        let max = if address.is_ipv4() { 32 } else { 128 };
+        let prefix_len = match len {
+            None => None,
+            Some(l) => match l.trim().parse::<u8>() {
+                Ok(n) if n <= max => Some(n),
+                _ => return Err(format!("has a prefix length that is not 0 to {max}")),
+            },
+        };
+        Ok(RequestedIp {
+            address,
+            prefix_len,
+        })
+    }
 }
 
 /// One entry of a pod's address pool (`kube-ipam.ip-pool`): an address or an inclusive range
@@ -70,12 +104,7 @@ pub struct IpamConf {
     pub kube_config: Option<PathBuf>,
     /// `dataDir`: the embedded store's directory (default `/var/lib/cni/kube-ipam`).
     pub data_dir: PathBuf,
-    /// `logFile` (default `/var/log/kube-ipam.log`).
-    pub log_file: PathBuf,
-    /// `logLevel`: error, warn, info (default), debug, trace.
-    pub log_level: String,
-    /// `logMaxSize` in MiB (default 10): past it the file is moved to `<logFile>.1`.
-    pub log_max_bytes: u64,
+    pub log: LogConf,
     /// `stickyIPs`: every pod of the network keeps its first dynamic address.
     pub sticky_ips: bool,
     /// `keyPrefix`: root of every store key (default `/kube-ipam`).
@@ -91,6 +120,17 @@ pub struct IpamConf {
     /// address another pod asks for (`nodeLostAfter`, default 300 s); `None` when
     /// `takeoverFromLostNodes` is false: such addresses wait until the pod object is gone.
     pub node_lost_after: Option<Duration>,
+}
+
+/// Where and how much a call logs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogConf {
+    /// `logFile` (default `/var/log/kube-ipam.log`).
+    pub file: PathBuf,
+    /// `logLevel`: error, warn, info (default), debug, trace.
+    pub level: String,
+    /// `logMaxSize` in MiB (default 10), in bytes: past it the file is moved to `<logFile>.1`.
+    pub max_bytes: u64,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -168,7 +168,7 @@ fn null_means_unset() {
         json!({"resolvConf": Value::Null, "logLevel": Value::Null}),
     ))
     .expect("valid");
-    assert_eq!(c.ipam.log_level, "info");
+    assert_eq!(c.ipam.log.level, "info");
     let mut doc: Value = serde_json::from_slice(&conf(json!({}))).expect("json");
     doc["ipam"]["dataDir"] = Value::Null;
     doc["prevResult"] = Value::Null;
@@ -676,7 +676,7 @@ fn log_level_key_prefix_and_paths() {
         json!({"logLevel": "Trace", "keyPrefix": "/a/b", "stickyIPs": true}),
     ))
     .expect("valid");
-    assert_eq!(c.ipam.log_level, "trace");
+    assert_eq!(c.ipam.log.level, "trace");
     assert_eq!(c.ipam.key_prefix, "/a/b");
     assert!(c.ipam.sticky_ips);
 }

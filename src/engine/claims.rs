@@ -15,7 +15,7 @@ use super::ip_pool::Pooled;
 use super::original::OriginalHeld;
 use super::pool::{to_u128, Pool};
 use super::search::Start;
-use crate::metrics::counts::{self, Counter};
+use crate::engine::events::{self, Counter};
 use crate::pod::lost;
 use crate::{Error, Result};
 
@@ -476,7 +476,7 @@ impl<S: LeaseStore> Allocator<S> {
         why: &str,
     ) -> Result<()> {
         let h = &rec.holder;
-        let counted = counts::event(
+        let counted = events::event(
             &self.keys,
             Counter::Takeovers,
             [rec.range.as_str()].into_iter(),

@@ -9,7 +9,7 @@ use kube_ipam_store::{
 };
 
 use crate::config::AttachmentRef;
-use crate::metrics::counts::{self, Counter};
+use crate::engine::events::{self, Counter};
 use crate::{Error, Result};
 
 use super::allocator::{Allocator, Release, MAX_RELEASE_ATTEMPTS};
@@ -217,7 +217,7 @@ impl<S: LeaseStore> Allocator<S> {
                 continue;
             }
             let ranges = att.ips.iter().map(|i| i.range.as_str());
-            let counted = counts::event(&self.keys, Counter::LeaksCniGc, ranges);
+            let counted = events::event(&self.keys, Counter::LeaksCniGc, ranges);
             match self
                 .release_seen_with(&att, e.revision, Release::Park, vec![counted])
                 .await

@@ -9,7 +9,7 @@ use kube_ipam_store::records::decode;
 use kube_ipam_store::{Attachment, Entry, IpRecord, Kind, LeaseStore};
 use serde_json::{json, Value};
 
-use super::counts::{self, Counter, Tally};
+use crate::engine::events::{self, Counter, Tally};
 use crate::engine::pool::to_u128;
 use crate::engine::{Allocator, Pool};
 use crate::Result;
@@ -174,7 +174,7 @@ pub async fn read<S: LeaseStore>(alloc: &Allocator<S>) -> Result<Figures> {
         Ok(())
     })
     .await?;
-    let tally = counts::read(alloc.store(), keys).await?;
+    let tally = events::read(alloc.store(), keys).await?;
     for f in &mut out {
         f.leaks_gc = counted(&tally, Counter::LeaksGc, &f.id);
         f.leaks_cni_gc = counted(&tally, Counter::LeaksCniGc, &f.id);

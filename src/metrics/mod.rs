@@ -1,7 +1,6 @@
 //! What operators watch: per-range figures, durable counters of what CNI calls released or
 //! took over, and the collector's `/metrics` and `/healthz`.
 
-pub mod counts;
 pub mod exporter;
 pub mod figures;
 pub mod server;

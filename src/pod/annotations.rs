@@ -15,7 +15,6 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use crate::cni::args::parse_requested;
 use crate::config::{PoolSpan, RequestedIp};
 use crate::{Error, Result};
 
@@ -87,7 +86,7 @@ fn fixed(
 ) -> Result<Vec<(RequestedIp, Option<IpAddr>)>> {
     let mut ips: Vec<RequestedIp> = Vec::new();
     for e in entries(raw_ips) {
-        let ip = parse_requested(e).map_err(|why| Error::config(field(IP), e, why))?;
+        let ip = RequestedIp::parse(e).map_err(|why| Error::config(field(IP), e, why))?;
         if ips.iter().any(|p| p.address == ip.address) {
             return Err(Error::config(field(IP), e, "is listed twice"));
         }

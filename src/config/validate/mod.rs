@@ -16,11 +16,14 @@ use super::raw::{RawIpam, RawNetConf, RawRange};
 use crate::error::Error;
 
 mod etcd;
+mod log;
 mod ranges;
 mod requests;
 mod routes;
 
 use etcd::{etcd, timeout};
+use log::log_conf;
+pub use log::log_conf_of;
 use ranges::range_sets;
 use requests::{attachments, requested_ips};
 use routes::route;
@@ -92,7 +95,7 @@ pub(crate) fn validate(mut raw: RawNetConf, doc: &Value) -> Result<NetConf, Vec<
     // libcni and host-local read an absent or empty version as 0.1.0; Multus delegates arrive
     // that way, and a teardown must never fail over it.
     let cni_version = nonempty(&raw.cni_version)
-        .unwrap_or(crate::cni::version::UNVERSIONED)
+        .unwrap_or(super::model::UNVERSIONED)
         .to_owned();
     let name = network_name(raw.name.as_deref(), &mut errs);
     let ipam = match &raw.ipam {
@@ -202,29 +205,7 @@ fn ipam_conf(
         })
         .map(PathBuf::from);
     let data_dir = absolute_path("ipam.dataDir", &ipam.data_dir, DEFAULT_DATA_DIR, errs);
-    let log_file = absolute_path("ipam.logFile", &ipam.log_file, DEFAULT_LOG_FILE, errs);
-    let log_level = match nonempty(&ipam.log_level) {
-        None => DEFAULT_LOG_LEVEL.to_owned(),
-        Some(level) => {
-            let lower = level.to_ascii_lowercase();
-            if !LOG_LEVELS.contains(&lower.as_str()) {
-                errs.push(
-                    "ipam.logLevel",
-                    format!("{level:?}"),
-                    format!("must be one of {}", LOG_LEVELS.join(", ")),
-                );
-            }
-            lower
-        }
-    };
-    let log_max_mib = ipam.log_max_size.unwrap_or(DEFAULT_LOG_MAX_MIB);
-    if !(1..=10_240).contains(&log_max_mib) {
-        errs.push(
-            "ipam.logMaxSize",
-            log_max_mib.to_string(),
-            "must be 1 to 10240 (MiB)",
-        );
-    }
+    let log = log_conf(&ipam.log_file, &ipam.log_level, ipam.log_max_size, errs);
     let key_prefix = match nonempty(&ipam.key_prefix) {
         None => DEFAULT_KEY_PREFIX.to_owned(),
         Some(p) => {
@@ -259,9 +240,7 @@ fn ipam_conf(
         etcd,
         kube_config,
         data_dir,
-        log_file,
-        log_level,
-        log_max_bytes: log_max_mib << 20,
+        log,
         sticky_ips: ipam.sticky_ips.unwrap_or(false),
         key_prefix,
         write_original_keys,

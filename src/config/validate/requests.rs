@@ -1,8 +1,5 @@
 //! What the runtime asks for: addresses by name, and the GC verb's list of live attachments.
 
-use std::net::IpAddr;
-use std::str::FromStr;
-
 use super::{nonempty, Errors, NONE};
 use crate::config::model::{AttachmentRef, RequestedIp};
 use crate::config::raw::RawAttachment;
@@ -15,7 +12,7 @@ pub(super) fn requested_ips(
     list.unwrap_or_default()
         .iter()
         .enumerate()
-        .filter_map(|(i, s)| match requested_ip(s) {
+        .filter_map(|(i, s)| match RequestedIp::parse(s) {
             Ok(ip) => Some(ip),
             Err(reason) => {
                 errs.push(format!("{path}[{i}]"), s, reason);
@@ -23,29 +20,6 @@ pub(super) fn requested_ips(
             }
         })
         .collect()
-}
-
-/// `10.1.2.3` or `10.1.2.3/24`; the prefix length, when given, is kept apart because the
-/// address itself is what is asked for (it may well have host bits, being a host).
-pub(super) fn requested_ip(s: &str) -> Result<RequestedIp, String> {
-    let (addr, len) = match s.split_once('/') {
-        Some((a, l)) => (a, Some(l)),
-        None => (s, None),
-    };
-    let address =
-        IpAddr::from_str(addr).map_err(|_| "is not an IP address (addr or addr/len)".to_owned())?;
-    let max = if address.is_ipv6() { 128 } else { 32 };
-    let prefix_len = match len {
-        None => None,
-        Some(l) => match l.parse::<u8>() {
-            Ok(n) if n <= max => Some(n),
-            _ => return Err(format!("has a prefix length that is not 0..={max}")),
-        },
-    };
-    Ok(RequestedIp {
-        address,
-        prefix_len,
-    })
 }
 
 pub(super) fn attachments(

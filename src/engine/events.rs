@@ -12,7 +12,7 @@ use kube_ipam_store::{Compare, Entry, Keys, LeaseStore, Mutation};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::engine::unix_now;
+use super::unix_now;
 use crate::Result;
 
 /// Events folded into the totals per commit: well under etcd's default 128 operations.
@@ -28,7 +28,7 @@ pub enum Counter {
     LeaksGc,
     /// Addresses of attachments released by the CNI GC verb.
     LeaksCniGc,
-    /// Fixed addresses taken over from a pod that no longer exists.
+    /// Named addresses taken over from a pod Kubernetes has given up.
     Takeovers,
 }
 
