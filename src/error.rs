@@ -96,7 +96,9 @@ impl Error {
             // Fail closed: without the API's answer no address is given, and kubelet retries.
             Error::TryAgain(_) | Error::Kubernetes(_) => code::TRY_AGAIN_LATER,
             Error::Store(e) => match e {
-                StoreError::Unavailable(_) | StoreError::Busy(_) => code::TRY_AGAIN_LATER,
+                StoreError::Unavailable(_) | StoreError::Busy(_) | StoreError::Compacted(_) => {
+                    code::TRY_AGAIN_LATER
+                }
                 StoreError::Io(_) => code::IO,
                 StoreError::Config(_) => code::INVALID_CONFIG,
                 StoreError::Corrupt { .. } => code::CORRUPT_STORE,

@@ -7,12 +7,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::config::NetConf;
+use crate::engine::scan::Restarts;
 use crate::engine::Allocator;
 use crate::gc::{Collector, Finding, Pass};
 use crate::metrics::{counts, figures, server, Figures, Metrics};
 use crate::pod::kube::{KubeDirectory, REQUEST_TIMEOUT};
 use crate::pod::{self, PodDirectory};
 use crate::{stores, Error, Result};
+
+use super::inspect::say_restarts;
 
 pub struct Options {
     pub kubeconfig: Option<PathBuf>,
@@ -53,6 +56,7 @@ pub async fn run(conf: &NetConf, o: &Options) -> Result<i32> {
     let mut gc = Collector::new(&alloc, pods.as_ref(), o.grace);
     if o.dry_run {
         let p = gc.pass(Instant::now(), true).await?;
+        say_restarts(&p.restarts);
         for f in &p.suspects {
             say("would release", f);
         }
@@ -70,10 +74,12 @@ pub async fn run(conf: &NetConf, o: &Options) -> Result<i32> {
         let mut fig = Figures::default();
         if outcome.is_ok() {
             // Events are folded every pass, scraped or not, so they never pile up.
+            let mut restarts = Restarts::default();
             let read = match counts::fold(alloc.store(), alloc.keys()).await {
-                Ok(()) if metrics.is_some() => figures::read(&alloc).await,
+                Ok(()) if metrics.is_some() => figures::read(&alloc, &mut restarts).await,
                 other => other.map(|()| Figures::default()),
             };
+            say_restarts(&restarts.notes);
             match read {
                 Ok(f) => fig = f,
                 // With an endpoint the figures are part of the pass: not reading them fails it.
@@ -115,6 +121,7 @@ pub async fn run(conf: &NetConf, o: &Options) -> Result<i32> {
 }
 
 fn report(number: u64, p: &Pass) {
+    say_restarts(&p.restarts);
     for f in &p.released {
         say("released", f);
     }

@@ -1452,6 +1452,12 @@ mod tests {
         ) -> std::result::Result<Vec<kube_ipam_store::Entry>, kube_ipam_store::StoreError> {
             self.inner.range(from, to, limit).await
         }
+        async fn snapshot(
+            &self,
+        ) -> std::result::Result<Box<dyn kube_ipam_store::Snapshot + '_>, kube_ipam_store::StoreError>
+        {
+            self.inner.snapshot().await
+        }
         async fn count(
             &self,
             from: &str,
@@ -1531,6 +1537,12 @@ mod tests {
             let r = self.inner.range(from, to, limit).await?;
             self.add(r.len().max(1));
             Ok(r)
+        }
+        async fn snapshot(
+            &self,
+        ) -> std::result::Result<Box<dyn kube_ipam_store::Snapshot + '_>, kube_ipam_store::StoreError>
+        {
+            self.inner.snapshot().await
         }
         async fn count(
             &self,

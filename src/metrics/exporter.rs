@@ -195,6 +195,7 @@ impl Metrics {
             StoreError::Corrupt { .. } => "corrupt",
             StoreError::Io(_) => "io",
             StoreError::Config(_) => "config",
+            StoreError::Compacted(_) => "compacted",
         };
         self.store_errors.get_or_create(&ErrorKind { kind }).inc();
     }

@@ -15,8 +15,10 @@ pub(crate) enum Failure {
     Unknown,
     /// etcd refused it; asking again gets the same answer.
     Rejected,
-    /// A sound request whose answer cannot be had now: a revision etcd has compacted away,
-    /// or a response over the client's size cap. Not a configuration problem.
+    /// A read of a revision etcd has compacted away; a newer revision can be read.
+    Compacted,
+    /// A sound request whose answer cannot be had: a response over the client's size cap.
+    /// Not a configuration problem.
     Unanswerable,
 }
 
@@ -27,7 +29,7 @@ impl Failure {
         match self {
             Failure::NotSent | Failure::Tls => true,
             Failure::Unknown => read,
-            Failure::Rejected | Failure::Unanswerable => false,
+            Failure::Rejected | Failure::Compacted | Failure::Unanswerable => false,
         }
     }
 }
@@ -50,7 +52,8 @@ pub(crate) fn classify(e: &Error) -> Failed {
             };
             let reason = with_causes(top, s);
             let kind = match s.code() {
-                _ if unanswerable(&reason) => Failure::Unanswerable,
+                _ if reason.contains(COMPACTED) => Failure::Compacted,
+                _ if reason.contains(TOO_LARGE) => Failure::Unanswerable,
                 Code::InvalidArgument
                 | Code::FailedPrecondition
                 | Code::OutOfRange
@@ -95,11 +98,10 @@ fn never_sent(msg: &str) -> bool {
     PREFIXES.iter().any(|p| msg.starts_with(p))
 }
 
-/// etcd's wording for a compacted revision, and tonic's for a response over the cap.
-fn unanswerable(reason: &str) -> bool {
-    reason.contains("required revision has been compacted")
-        || reason.contains("message length too large")
-}
+/// etcd's wording for a read of a compacted revision.
+const COMPACTED: &str = "required revision has been compacted";
+/// tonic's wording for a response over the cap.
+const TOO_LARGE: &str = "message length too large";
 
 /// rustls's wording for a certificate it refused, or an alert by which the server refused
 /// ours.
@@ -134,6 +136,9 @@ impl Failed {
                  (check etcdTrustedCAFileFile, etcdCertFile, etcdKeyFile): {}",
                 self.reason
             )),
+            Failure::Compacted => {
+                StoreError::Compacted(format!("etcd {endpoints}: {what}: {}", self.reason))
+            }
             Failure::Unanswerable => {
                 StoreError::Unavailable(format!("etcd {endpoints}: {what}: {}", self.reason))
             }
@@ -176,19 +181,25 @@ mod tests {
 
     #[test]
     fn oversized_answers_and_compacted_revisions_are_not_configuration() {
-        for (code, msg) in [
-            (Code::OutOfRange, "etcdserver: mvcc: required revision has been compacted"),
-            (
-                Code::OutOfRange,
-                "Error, decoded message length too large: found 70000000 bytes, the limit is: 67108864 bytes",
-            ),
-        ] {
-            let f = classify(&status(code, msg));
-            assert_eq!(f.kind, Failure::Unanswerable, "{msg}");
-            assert!(!f.kind.may_repeat(true));
-            let e = f.into_store_error("http://e:2379", "range");
-            assert!(matches!(&e, StoreError::Unavailable(m) if m.contains(msg)), "{e}");
-        }
+        let msg = "Error, decoded message length too large: found 70000000 bytes, the limit is: 67108864 bytes";
+        let f = classify(&status(Code::OutOfRange, msg));
+        assert_eq!(f.kind, Failure::Unanswerable, "{msg}");
+        assert!(!f.kind.may_repeat(true));
+        let e = f.into_store_error("http://e:2379", "range");
+        assert!(
+            matches!(&e, StoreError::Unavailable(m) if m.contains(msg)),
+            "{e}"
+        );
+
+        let msg = "etcdserver: mvcc: required revision has been compacted";
+        let f = classify(&status(Code::OutOfRange, msg));
+        assert_eq!(f.kind, Failure::Compacted, "{msg}");
+        assert!(!f.kind.may_repeat(true));
+        let e = f.into_store_error("http://e:2379", "range at revision 9");
+        assert!(
+            matches!(&e, StoreError::Compacted(m) if m.contains(msg)),
+            "{e}"
+        );
     }
 
     #[test]

@@ -8,7 +8,7 @@ use etcd_client::{
     SortOrder, SortTarget, Txn, TxnOp, TxnOpResponse,
 };
 use kube_ipam_store::{
-    Answer, Committed, Compare, Entry, LeaseStore, Mutation, Read, Revision, StoreError,
+    Answer, Committed, Compare, Entry, LeaseStore, Mutation, Read, Revision, Snapshot, StoreError,
 };
 use tokio::time::{sleep, timeout_at, Instant};
 
@@ -419,52 +419,28 @@ impl LeaseStore for EtcdStore {
         self.sorted_range(from, to, limit, true).await
     }
 
-    async fn range_at(
-        &self,
-        from: &str,
-        to: &str,
-        limit: usize,
-        at: Option<Revision>,
-    ) -> Result<(Vec<Entry>, Revision), StoreError> {
-        let pinned = match at.map(i64::try_from) {
-            None => 0,
-            Some(Ok(r)) => r,
-            Some(Err(_)) => {
-                return Err(StoreError::Corrupt {
-                    key: from.to_owned(),
-                    reason: format!("revision {at:?} is out of etcd's range"),
-                })
-            }
-        };
-        let mut resp = self
-            .request("range", Repeat::Read, |mut kv| async move {
-                // Revision 0 asks etcd for the newest; its header says which that was.
-                let opts = if from < to {
-                    in_key_order(to, limit)
-                } else {
-                    GetOptions::new().with_count_only()
-                }
-                .with_revision(pinned);
-                kv.get(from, Some(opts)).await
+    async fn snapshot(&self) -> Result<Box<dyn Snapshot + '_>, StoreError> {
+        // A linearizable read's header carries the newest revision, which every read of
+        // the snapshot then asks for.
+        let resp = self
+            .request("snapshot", Repeat::Read, |mut kv| async move {
+                kv.get(PING_KEY, Some(GetOptions::new().with_count_only()))
+                    .await
             })
             .await?;
-        let read_at = resp.header().map(|h| h.revision()).unwrap_or(0);
-        let read_at = match at {
-            Some(r) => r,
-            None => u64::try_from(read_at)
+        let at = resp.header().map_or(0, |h| h.revision());
+        let revision =
+            u64::try_from(at)
                 .ok()
                 .filter(|r| *r > 0)
                 .ok_or_else(|| StoreError::Corrupt {
-                    key: from.to_owned(),
-                    reason: format!("etcd answered at revision {read_at}"),
-                })?,
-        };
-        let entries = resp
-            .take_kvs()
-            .into_iter()
-            .map(entry)
-            .collect::<Result<_, _>>()?;
-        Ok((entries, read_at))
+                    key: PING_KEY.to_owned(),
+                    reason: format!("etcd answered at revision {at}"),
+                })?;
+        Ok(Box::new(Pinned {
+            store: self,
+            revision,
+        }))
     }
 
     async fn reads(&self, reads: &[Read]) -> Result<Vec<Answer>, StoreError> {
@@ -620,6 +596,39 @@ impl LeaseStore for EtcdStore {
     async fn ping(&self) -> Result<(), StoreError> {
         let budget = self.request_timeout;
         self.probe("ping", Instant::now() + budget, budget).await
+    }
+}
+
+/// A snapshot of etcd: every read asks for one revision, which etcd keeps until a
+/// compaction passes it.
+struct Pinned<'a> {
+    store: &'a EtcdStore,
+    revision: Revision,
+}
+
+#[async_trait]
+impl Snapshot for Pinned<'_> {
+    async fn range(&self, from: &str, to: &str, limit: usize) -> Result<Vec<Entry>, StoreError> {
+        if from >= to {
+            return Ok(Vec::new());
+        }
+        let at = i64::try_from(self.revision).map_err(|_| StoreError::Corrupt {
+            key: from.to_owned(),
+            reason: format!("revision {} is out of etcd's range", self.revision),
+        })?;
+        let what = format!("range at revision {at}");
+        let mut resp = self
+            .store
+            .request(&what, Repeat::Read, |mut kv| async move {
+                kv.get(from, Some(in_key_order(to, limit).with_revision(at)))
+                    .await
+            })
+            .await?;
+        resp.take_kvs().into_iter().map(entry).collect()
+    }
+
+    fn revision(&self) -> Revision {
+        self.revision
     }
 }
 

@@ -131,6 +131,47 @@ impl EtcdServer {
         self.member.log_path()
     }
 
+    /// Runs Debian's `etcdctl` (v3 API) against this server, with the client certificate
+    /// of a TLS server, as an operator would: `etcdctl(&["alarm", "list"])`.
+    pub fn etcdctl(&self, args: &[&str]) -> io::Result<std::process::Output> {
+        process::etcdctl(&[self.endpoint()], self.tls.as_ref())
+            .args(["--dial-timeout=2s", "--command-timeout=30s"])
+            .args(args)
+            .output()
+            .map_err(|e| io::Error::new(e.kind(), format!("cannot run etcdctl: {e}")))
+    }
+
+    /// The server's current revision, from `etcdctl endpoint status`.
+    pub fn revision(&self) -> io::Result<u64> {
+        let out = self.etcdctl(&["endpoint", "status", "--write-out=fields"])?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        text.lines()
+            .find_map(|l| {
+                let (field, value) = l.split_once(" : ")?;
+                (field.trim().trim_matches('"') == "Revision").then(|| value.trim().parse().ok())?
+            })
+            .ok_or_else(|| {
+                io::Error::other(format!(
+                    "etcdctl endpoint status gave no revision: {text}{}",
+                    String::from_utf8_lossy(&out.stderr)
+                ))
+            })
+    }
+
+    /// Compacts away every revision before the current one, as `etcdctl compact` does.
+    pub fn compact(&self) -> io::Result<u64> {
+        let rev = self.revision()?;
+        let out = self.etcdctl(&["compact", &rev.to_string()])?;
+        if out.status.success() {
+            Ok(rev)
+        } else {
+            Err(io::Error::other(format!(
+                "etcdctl compact {rev} failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            )))
+        }
+    }
+
     /// The directory holding data, log and certificates; gone when the server is dropped.
     pub fn dir(&self) -> &std::path::Path {
         self.dir.path()
