@@ -64,7 +64,7 @@ pub async fn run(conf: &NetConf, o: &Options) -> Result<i32> {
             "dry run: {} to release after the grace period",
             p.suspects.len()
         );
-        return Ok(0);
+        return Ok(super::exit::OK);
     }
     let mut number = 0u64;
     loop {
@@ -115,7 +115,7 @@ pub async fn run(conf: &NetConf, o: &Options) -> Result<i32> {
                 let _ = std::io::stdout().flush();
                 tokio::time::sleep(d).await;
             }
-            None => return Ok(0),
+            None => return Ok(super::exit::OK),
         }
     }
 }

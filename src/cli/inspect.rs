@@ -7,7 +7,7 @@ use kube_ipam_store::records::decode;
 use kube_ipam_store::{Compare, IpRecord, Keys, Kind, LeaseStore, Mutation};
 use serde_json::{json, Value};
 
-use super::Output;
+use super::{exit, Output};
 use crate::config::NetConf;
 use crate::engine::scan::{after, Restarts, Scan};
 use crate::engine::{unix_now, Allocator, Release};
@@ -294,7 +294,7 @@ pub async fn show(conf: &NetConf, ip: IpAddr) -> Result<i32> {
             conf.name,
             subnets.join(", ")
         );
-        return Ok(1);
+        return Ok(exit::FAILED);
     }
     let key = alloc.keys().ip(ip);
     match alloc.store().get(&key).await? {
@@ -309,7 +309,7 @@ pub async fn show(conf: &NetConf, ip: IpAddr) -> Result<i32> {
             ),
             Err(err) => {
                 println!("{ip}: unreadable record ({err}); `kube-ipam release {ip}` removes it");
-                return Ok(1);
+                return Ok(exit::FOUND);
             }
         },
     }
@@ -338,7 +338,7 @@ pub async fn release(conf: &NetConf, ip: IpAddr) -> Result<i32> {
                 return Ok(0);
             }
             eprintln!("kube-ipam: the record of {ip} changed meanwhile; nothing was removed");
-            return Ok(1);
+            return Ok(exit::FOUND);
         }
     };
     let h = &rec.holder;
@@ -372,22 +372,28 @@ pub async fn release(conf: &NetConf, ip: IpAddr) -> Result<i32> {
         Ok(0)
     } else {
         eprintln!("kube-ipam: {ip} changed hands while releasing; nothing was freed, look again");
-        Ok(1)
+        Ok(exit::FOUND)
     }
 }
 
+/// Exit 0 when consistent, 1 with the problems on stdout; an error (exit 2) when the
+/// store could not be checked.
 pub async fn check_store(conf: &NetConf) -> Result<i32> {
     let alloc = allocator(conf).await?;
     let checked = alloc.verify_store().await?;
     say_restarts(&checked.restarts);
-    let code = if checked.problems.is_empty() { 0 } else { 1 };
+    let code = if checked.problems.is_empty() {
+        exit::OK
+    } else {
+        exit::FOUND
+    };
     let mut out = BufWriter::new(std::io::stdout().lock());
     let printed = checked
         .problems
         .iter()
         .try_for_each(|p| writeln!(out, "{p}"))
         .and_then(|()| {
-            if code == 0 {
+            if code == exit::OK {
                 writeln!(out, "consistent: {} attachments", checked.attachments)?;
             }
             out.flush()
