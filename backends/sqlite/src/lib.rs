@@ -11,6 +11,7 @@
 //! order, as etcd's do, and survive restarts with the data.
 
 mod errors;
+mod holders;
 pub mod legacy;
 mod snapshot;
 
