@@ -99,7 +99,9 @@ impl Error {
                 StoreError::Unavailable(_) | StoreError::Busy(_) | StoreError::Compacted(_) => {
                     code::TRY_AGAIN_LATER
                 }
-                StoreError::Io(_) => code::IO,
+                // Like a full disk under the embedded store: an operator must free space;
+                // the message says how.
+                StoreError::Io(_) | StoreError::Full(_) => code::IO,
                 StoreError::Config(_) => code::INVALID_CONFIG,
                 StoreError::Corrupt { .. } => code::CORRUPT_STORE,
             },

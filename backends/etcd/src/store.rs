@@ -13,7 +13,7 @@ use kube_ipam_store::{
 use tokio::time::{sleep, timeout_at, Instant};
 
 use crate::errors::{classify, with_causes, Failed};
-use crate::options::EtcdOptions;
+use crate::options::{EtcdOptions, TlsFiles};
 
 /// Read by [`LeaseStore::ping`]; it need not exist, the linearizable read is the point.
 const PING_KEY: &str = "/kube-ipam-ping";
@@ -33,6 +33,8 @@ pub struct EtcdStore {
     kv: KvClient,
     /// For error messages: which etcd could not be reached.
     endpoints: String,
+    /// For error messages: which file a certificate etcd or we refused came from.
+    tls: TlsFiles,
     request_timeout: Duration,
     /// Enough attempts for a request to find a live member when some are down.
     attempts: u32,
@@ -61,7 +63,7 @@ impl EtcdStore {
     pub async fn connect(opts: EtcdOptions) -> Result<EtcdStore, StoreError> {
         let prepared = opts.prepare()?;
         let endpoints = prepared.endpoints.join(",");
-        let anonymous_tls = prepared.tls.is_some() && !prepared.client_identity;
+        let (tls, client_identity) = (prepared.tls.is_some(), prepared.client_identity);
         let mut connect = ConnectOptions::new()
             .with_connect_timeout(opts.connect_timeout)
             // Without a leader a member queues requests; failing them lets another member
@@ -95,17 +97,18 @@ impl EtcdStore {
                 .kv_client()
                 .max_decoding_message_size(MAX_RESPONSE_BYTES),
             endpoints,
+            tls: opts.tls.clone(),
             request_timeout: opts.request_timeout,
             attempts,
         };
         match store.probe("connect", deadline, opts.connect_timeout).await {
             Ok(()) => Ok(store),
-            // Under TLS 1.3 a server that demands a client certificate rejects the missing one
-            // only after the handshake, so the client sees a broken connection, not the reason.
-            Err(StoreError::Unavailable(m)) if anonymous_tls && !m.contains("connect error") => {
+            // Under TLS 1.3 a server refuses a client certificate (or its absence) only after
+            // the handshake, by closing the connection: the client sees that, not the reason.
+            Err(StoreError::Unavailable(m)) if tls && closed(&m) => {
                 Err(StoreError::Unavailable(format!(
-                    "{m} (no client certificate is configured: if etcd runs with \
-                     --client-cert-auth, set etcdCertFile and etcdKeyFile)"
+                    "{m} ({})",
+                    closed_after_handshake(&opts.tls, client_identity)
                 )))
             }
             Err(e) => Err(e),
@@ -162,7 +165,7 @@ impl EtcdStore {
             let again = failed.kind.may_repeat(repeat == Repeat::Read);
             let pause = BACKOFF * attempt;
             if !again || attempt == self.attempts || Instant::now() + pause >= deadline {
-                return Err(failed.into_store_error(&self.endpoints, what));
+                return Err(failed.into_store_error(&self.endpoints, &self.tls, what));
             }
             last = Some(failed);
             sleep(pause).await;
@@ -188,6 +191,36 @@ impl EtcdStore {
             msg.push_str("; it may or may not have been applied");
         }
         StoreError::Unavailable(msg)
+    }
+}
+
+/// Whether a failed request ended on a connection the server closed.
+fn closed(message: &str) -> bool {
+    ["connection closed", "connection reset", "broken pipe"]
+        .iter()
+        .any(|w| message.contains(w))
+}
+
+/// What a connection closed right after the TLS handshake means: etcd refused the client
+/// certificate, or the lack of one. Its files are named, since they are what to change.
+fn closed_after_handshake(tls: &TlsFiles, client_identity: bool) -> String {
+    let path = |p: &Option<std::path::PathBuf>| {
+        p.as_deref()
+            .map_or_else(|| "(not set)".to_owned(), |p| p.display().to_string())
+    };
+    if client_identity {
+        format!(
+            "etcd closed the connection after the TLS handshake, which is how it refuses a \
+             client certificate: the one of etcdCertFile {} (key etcdKeyFile {}) must be signed \
+             by a CA of etcd's --trusted-ca-file, be within its validity period and allow \
+             client authentication",
+            path(&tls.cert),
+            path(&tls.key)
+        )
+    } else {
+        "no client certificate is configured: if etcd runs with --client-cert-auth, set \
+         etcdCertFile and etcdKeyFile"
+            .to_owned()
     }
 }
 

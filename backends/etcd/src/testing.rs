@@ -55,17 +55,23 @@ pub struct EtcdServer {
 impl EtcdServer {
     /// A plain-text server on `http://127.0.0.1:<free port>`, ready to serve.
     pub fn start() -> io::Result<EtcdServer> {
-        Self::launch(false)
+        Self::launch(false, &[])
+    }
+
+    /// Like [`start`](Self::start), with more of etcd's flags, such as
+    /// `--quota-backend-bytes=1048576`.
+    pub fn start_with(flags: &[&str]) -> io::Result<EtcdServer> {
+        Self::launch(false, flags)
     }
 
     /// A server that requires mutual TLS: its certificate (SAN `IP:127.0.0.1`,
     /// `DNS:localhost`) and a client certificate are signed by a CA made for this server
     /// alone; see [`TlsPaths`].
     pub fn start_tls() -> io::Result<EtcdServer> {
-        Self::launch(true)
+        Self::launch(true, &[])
     }
 
-    fn launch(tls: bool) -> io::Result<EtcdServer> {
+    fn launch(tls: bool, flags: &[&str]) -> io::Result<EtcdServer> {
         let dir = tempfile::Builder::new()
             .prefix("kube-ipam-etcd-")
             .tempdir()?;
@@ -88,6 +94,7 @@ impl EtcdServer {
                 cluster_token: format!("kube-ipam-test-{client}"),
                 tls: tls.clone(),
                 timing: Timing::SINGLE,
+                extra: flags.iter().map(Into::into).collect(),
             })?;
             match member
                 .spawn()
@@ -256,6 +263,7 @@ impl EtcdCluster {
                     cluster_token: token.clone(),
                     tls: None,
                     timing: Timing::CLUSTER,
+                    extra: Vec::new(),
                 })?);
             }
             let started = members

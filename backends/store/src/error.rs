@@ -22,6 +22,10 @@ pub enum StoreError {
     /// compacted its revision away); a new snapshot reads a newer one.
     #[error("store snapshot gone: {0}")]
     Compacted(String),
+    /// The store refuses writes until an operator frees space (etcd's space quota); the
+    /// message says what to run. Reads and deletes still work.
+    #[error("store full: {0}")]
+    Full(String),
 }
 
 impl StoreError {
