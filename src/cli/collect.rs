@@ -13,7 +13,7 @@ use crate::gc::{Collector, Finding, Pass};
 use crate::metrics::{counts, figures, server, Figures, Metrics};
 use crate::pod::kube::{KubeDirectory, REQUEST_TIMEOUT};
 use crate::pod::{self, PodDirectory};
-use crate::{stores, Error, Result};
+use crate::{stores, Result};
 
 use super::inspect::say_restarts;
 
@@ -90,6 +90,15 @@ pub async fn run(conf: &NetConf, o: &Options) -> Result<i32> {
         if let Some(m) = &metrics {
             m.pass(started.elapsed(), outcome.as_ref().map(|_| fig));
         }
+        // A once-run that could not finish a pass could not do its work (exit 2), whatever
+        // failed: the store or the Kubernetes API, each saying so itself.
+        let outcome = match outcome {
+            Err(e) if o.once => {
+                eprintln!("kube-ipam: pass {number} failed");
+                return Err(e);
+            }
+            other => other,
+        };
         let wait = match &outcome {
             Ok(p) => {
                 report(number, p);
@@ -102,7 +111,6 @@ pub async fn run(conf: &NetConf, o: &Options) -> Result<i32> {
                     Some(o.interval)
                 }
             }
-            Err(e) if o.once => return Err(Error::Kubernetes(format!("pass {number}: {e}"))),
             Err(e) => {
                 // A loop outlives a bad pass: nothing was released, the next pass starts over.
                 eprintln!("kube-ipam: pass {number}: {e}");
