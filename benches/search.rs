@@ -115,6 +115,9 @@ impl LeaseStore for Counting {
         self.keys.fetch_add(r.len() as u64, Ordering::Relaxed);
         Ok(r)
     }
+    async fn snapshot(&self) -> Result<Box<dyn kube_ipam_store::Snapshot + '_>, StoreError> {
+        self.inner.snapshot().await
+    }
     async fn count(&self, from: &str, to: &str) -> Result<u64, StoreError> {
         self.inner.count(from, to).await
     }

@@ -96,8 +96,12 @@ impl Error {
             // Fail closed: without the API's answer no address is given, and kubelet retries.
             Error::TryAgain(_) | Error::Kubernetes(_) => code::TRY_AGAIN_LATER,
             Error::Store(e) => match e {
-                StoreError::Unavailable(_) | StoreError::Busy(_) => code::TRY_AGAIN_LATER,
-                StoreError::Io(_) => code::IO,
+                StoreError::Unavailable(_) | StoreError::Busy(_) | StoreError::Compacted(_) => {
+                    code::TRY_AGAIN_LATER
+                }
+                // Like a full disk under the embedded store: an operator must free space;
+                // the message says how.
+                StoreError::Io(_) | StoreError::Full(_) => code::IO,
                 StoreError::Config(_) => code::INVALID_CONFIG,
                 StoreError::Corrupt { .. } => code::CORRUPT_STORE,
             },

@@ -12,10 +12,10 @@ use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use kube_ipam_store::records::decode;
-use kube_ipam_store::{Attachment, Binding, LeaseStore, PodRef, Revision};
+use kube_ipam_store::{Attachment, Binding, LeaseStore, PodRef, Revision, Snapshot};
 
 use crate::engine::events::{self, Counter};
-use crate::engine::scan::Scan;
+use crate::engine::scan::{Restarts, Scan};
 use crate::engine::{Allocator, Release};
 use crate::pod::PodDirectory;
 use crate::Result;
@@ -53,6 +53,8 @@ pub struct Pass {
     /// Suspects not (yet) released.
     pub suspects: Vec<Finding>,
     pub released: Vec<Finding>,
+    /// Each time the pass started over because the store dropped its snapshot.
+    pub restarts: Vec<String>,
 }
 
 pub struct Collector<'a, S> {
@@ -84,32 +86,57 @@ impl<'a, S: LeaseStore> Collector<'a, S> {
             .map(|p| ((p.namespace, p.name), p.uid))
             .collect();
         let mut out = Pass::default();
-        let mut still = HashMap::new();
-
-        // Page by page, so that memory follows the page size and the suspects, never the
-        // number of attachments: a million of them decoded at once is gigabytes. The pages
-        // are not pinned to one revision: every release is a compare-and-delete against the
-        // revision read in its own page, and a pass that takes minutes must not fail when a
-        // compaction overtakes the revision it started at.
-        let mut scan = Scan::new(self.alloc.store(), self.alloc.keys().owners());
-        while let Some(page) = scan.next_page().await? {
-            for e in page {
-                let att: Attachment = decode(&e.key, &e.value)?;
-                self.attachment(att, e.revision, &listed, now, dry_run, &mut still, &mut out)
-                    .await?;
+        let mut restarts = Restarts::default();
+        let still = loop {
+            let snap = self.alloc.store().snapshot().await?;
+            let mut still = HashMap::new();
+            // What was released stays released; the suspects are looked at again.
+            out.suspects.clear();
+            match self
+                .scan(&*snap, &listed, now, dry_run, &mut still, &mut out)
+                .await
+            {
+                Ok(()) => break still,
+                Err(e) => restarts.again("the pass", e)?,
             }
-        }
-        let mut scan = Scan::new(self.alloc.store(), self.alloc.keys().bindings());
-        while let Some(page) = scan.next_page().await? {
-            for e in page {
-                let b: Binding = decode(&e.key, &e.value)?;
-                self.binding(b, e.revision, &listed, now, dry_run, &mut still, &mut out)
-                    .await?;
-            }
-        }
+        };
+        out.restarts = restarts.notes;
         // Suspects that changed or came back to life are forgotten: they start over.
         self.seen = still;
         Ok(out)
+    }
+
+    /// The attachments, then the bindings, of one snapshot, page by page, so that memory
+    /// follows the page size and the suspects, never the number of attachments: a million
+    /// of them decoded at once is gigabytes. Releases go on meanwhile: each is a
+    /// compare-and-delete against the revision the snapshot holds, which fails harmlessly
+    /// when the record has changed since.
+    async fn scan(
+        &self,
+        snap: &dyn Snapshot,
+        listed: &Listed,
+        now: Instant,
+        dry_run: bool,
+        still: &mut HashMap<Suspect, Instant>,
+        out: &mut Pass,
+    ) -> Result<()> {
+        let mut scan = Scan::new(snap, self.alloc.keys().owners());
+        while let Some(page) = scan.next_page().await? {
+            for e in page {
+                let att: Attachment = decode(&e.key, &e.value)?;
+                self.attachment(att, e.revision, listed, now, dry_run, still, out)
+                    .await?;
+            }
+        }
+        let mut scan = Scan::new(snap, self.alloc.keys().bindings());
+        while let Some(page) = scan.next_page().await? {
+            for e in page {
+                let b: Binding = decode(&e.key, &e.value)?;
+                self.binding(b, e.revision, listed, now, dry_run, still, out)
+                    .await?;
+            }
+        }
+        Ok(())
     }
 
     /// One attachment of a pass: a suspect, released, or nothing to do.
@@ -259,6 +286,8 @@ fn describe_binding(b: &Binding) -> Finding {
 mod tests {
     use std::sync::Arc;
 
+    use kube_ipam_store::{Keys, MemoryStore};
+
     use super::*;
     use crate::engine::pod_tests::{small, sticky, Pods};
     use crate::engine::AddRequest;
@@ -395,6 +424,53 @@ mod tests {
             let e = gc.pass(t0, false).await.unwrap_err();
             assert_eq!(e.code(), 11);
             assert!(a.attachment("c1", "eth0").await.unwrap().is_some());
+        });
+    }
+
+    #[test]
+    fn a_pass_whose_snapshot_is_lost_starts_over_keeping_what_it_released() {
+        use crate::engine::lost_snapshots::LosesSnapshots;
+        use crate::engine::tests::{ipam, range};
+        use std::sync::atomic::Ordering;
+
+        let pods = Arc::new(Pods::default());
+        let conf = ipam(vec![vec![range(
+            "10.9.0.0/24",
+            "10.9.0.2",
+            "10.9.0.200",
+            None,
+            None,
+        )]]);
+        let store = LosesSnapshots::new(MemoryStore::new(), 0);
+        let a = Allocator::new(store, Keys::new("/k", "n"), &conf).with_pods(pods.clone());
+        for p in ["p1", "p2", "db-0"] {
+            pods.set(p, "u");
+        }
+        rt().block_on(async {
+            a.add(&plain("c1", "p1", "u")).await.unwrap();
+            a.add(&plain("c2", "p2", "u")).await.unwrap();
+            a.add(&sticky("c3", "db-0", "u")).await.unwrap();
+            a.release("c3", "eth0").await.unwrap();
+            for p in ["p1", "p2", "db-0"] {
+                pods.remove(p);
+            }
+            let mut gc = Collector::new(&a, pods.as_ref(), GRACE);
+            let t0 = Instant::now();
+            // Lost after the owner records are read: the bindings' read fails, and the
+            // pass reads everything again, each suspect once.
+            a.store().lost.store(1, Ordering::SeqCst);
+            let p = gc.pass(t0, false).await.unwrap();
+            assert_eq!(p.restarts.len(), 1, "{:?}", p.restarts);
+            assert_eq!(p.suspects.len(), 3, "{:?}", p.suspects);
+            // Due now: the attachments go in the first reading, the binding in the second.
+            a.store().lost.store(1, Ordering::SeqCst);
+            let p = gc.pass(t0 + GRACE, false).await.unwrap();
+            assert_eq!(p.restarts.len(), 1, "{:?}", p.restarts);
+            assert_eq!(p.released.len(), 3, "{:?}", p.released);
+            assert!(p.suspects.is_empty(), "{:?}", p.suspects);
+            assert!(a.attachments().await.unwrap().is_empty());
+            assert!(a.bindings().await.unwrap().is_empty());
+            assert!(a.verify().await.unwrap().is_empty());
         });
     }
 

@@ -74,6 +74,14 @@ fn call_behind_a_frozen_lock_holder_ends_at_its_deadline() {
 
     let details = gives_up_in_time("ADD", || call("ADD", "blocked"));
     assert!(details.contains(&db.display().to_string()), "{details}");
+    // Which process holds the store, and where its lock is.
+    let holder_named = format!(
+        "the write lock (byte 120 of {}-shm) is held by pid {} (sqlite3 {})",
+        db.display(),
+        holder.child.id(),
+        db.display()
+    );
+    assert!(details.contains(&holder_named), "{details}");
     gives_up_in_time("DEL", || call("DEL", "before"));
     // Readers do not wait for the writer.
     assert_eq!(support::held(&file).get("before"), Some(&ip));

@@ -142,3 +142,90 @@ fn check_store_reports_nothing_false_under_a_live_add_del_storm() {
         "{out}"
     );
 }
+
+/// The exit code alone tells a consistent store (0) from one with problems (1, each on
+/// stdout) and from one that could not be read (2, the reason on stderr): here etcd
+/// stopped with SIGSTOP, which answers nothing. An address nobody holds is no error.
+#[test]
+fn exit_codes_tell_problems_from_a_store_that_cannot_be_read() {
+    let mut etcd = EtcdServer::start().expect("start etcd");
+    let s = Scratch::new();
+    let conf = json!({
+        "cniVersion": "1.0.0", "name": "codes", "type": "bridge",
+        "ipam": {
+            "type": "kube-ipam",
+            "subnet": "10.203.0.0/24",
+            "etcdConfig": {"etcdURL": etcd.endpoint(), "dialTimeout": 1, "requestTimeout": 1},
+            "logFile": s.log_file(),
+        }
+    })
+    .to_string();
+    let file = s.path().join("net.conf");
+    std::fs::write(&file, &conf).expect("write conf");
+    let f = file.to_str().unwrap();
+    let held = call("ADD", "c1", "eth0", &[], &conf).ip();
+    let free = if held == "10.203.0.9" {
+        "10.203.0.8"
+    } else {
+        "10.203.0.9"
+    };
+
+    let (code, out, err) = support::cli(&["check-store", "--conf", f]);
+    assert_eq!(
+        (code, out.as_str(), err.as_str()),
+        (0, "consistent: 1 attachments\n", "")
+    );
+    for args in [["show", "--conf", f, free], ["release", "--conf", f, free]] {
+        let (code, out, err) = support::cli(&args);
+        assert_eq!(code, 0, "{args:?}: {out}{err}");
+        assert!(out.contains("free"), "{args:?}: {out}");
+    }
+
+    // A record at the free address that no owner record lists.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let store = EtcdStore::connect(etcd.options()).await.expect("connect");
+        let rec = IpRecord {
+            holder: Holder {
+                container_id: "nobody".into(),
+                ifname: "eth0".into(),
+                pod: None,
+                node: "n".into(),
+            },
+            kind: Kind::Dynamic,
+            range: "x".into(),
+            created: 0,
+        };
+        let key = Keys::new("/kube-ipam", "codes").ip(free.parse().unwrap());
+        let put = [Mutation::Put(key, encode(&rec))];
+        assert!(store.commit(&[], &put).await.expect("plant"));
+    });
+    let (code, out, err) = support::cli(&["check-store", "--conf", f]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        out.contains(free) && out.contains("no owner record lists it"),
+        "{out}"
+    );
+    assert!(err.is_empty(), "{err}");
+
+    etcd.freeze().expect("SIGSTOP etcd");
+    for args in [
+        vec!["check-store", "--conf", f],
+        vec!["ls", "--conf", f],
+        vec!["usage", "--conf", f],
+        vec!["show", "--conf", f, &held],
+        vec!["release", "--conf", f, &held],
+    ] {
+        let (code, out, err) = support::cli(&args);
+        assert_eq!(code, 2, "{args:?}: {out}{err}");
+        assert!(out.is_empty(), "{args:?} printed {out}");
+        assert!(err.contains(&etcd.endpoint()), "{args:?}: {err}");
+    }
+    etcd.thaw().expect("SIGCONT etcd");
+    let (code, out, _) = support::cli(&["check-store", "--conf", f]);
+    assert_eq!(code, 1, "{out}");
+    assert_eq!(support::held(&file).get("c1"), Some(&held));
+}

@@ -247,7 +247,8 @@ fn read_only_commands_never_create_a_store() {
         vec!["check-store", "--conf", f],
     ] {
         let (code, out, err) = cli(&args);
-        assert_eq!(code, 1, "{args:?}: {out}");
+        // Could not be done: no store to read.
+        assert_eq!(code, 2, "{args:?}: {out}");
         assert!(
             err.contains("testnet") && err.contains(s.data_dir().to_str().unwrap()),
             "{args:?}: {err}"
@@ -333,7 +334,8 @@ fn show_outside_every_subnet_and_usage_of_fixed_addresses() {
     .ip();
     call("ADD", "ctr-a", "eth0", &[], &conf).ip();
     let (code, out, err) = cli(&["show", "--conf", &path, "192.0.2.7"]);
-    assert_eq!(code, 1, "{out}");
+    // A question the store cannot answer, not a finding about it.
+    assert_eq!(code, 2, "{out}");
     assert!(
         err.contains("192.0.2.7") && err.contains("10.70.0.0/24"),
         "{err}"
@@ -347,4 +349,20 @@ fn show_outside_every_subnet_and_usage_of_fixed_addresses() {
     assert_eq!(v[0]["free"], "8", "{out}");
     let (_, out, _) = cli(&["usage", "--conf", &path]);
     assert!(out.contains("FIXED"), "{out}");
+}
+
+#[test]
+fn help_states_the_exit_codes() {
+    let (code, out, _) = cli(&["check-store", "--help"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("0 consistent; 1 problems found") && out.contains("2 could not check"),
+        "{out}"
+    );
+    let (code, out, _) = cli(&["--help"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("Exit codes: 0 done") && out.contains("2 could not be done"),
+        "{out}"
+    );
 }

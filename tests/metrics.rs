@@ -428,7 +428,7 @@ fn a_taken_metrics_address_is_an_error_of_the_command() {
     let addr = taken.local_addr().expect("addr").to_string();
     let p = path.to_str().expect("utf-8");
     let (code, _, err) = cli(&["gc", "--conf", p, "--metrics-address", &addr]);
-    assert_eq!(code, 1);
+    assert_eq!(code, 2);
     assert!(err.contains(&format!("--metrics-address {addr}")), "{err}");
     let (code, _, err) = cli(&["gc", "--conf", p, "--metrics-address", "localhost:x"]);
     assert_eq!(code, 2);

@@ -136,7 +136,7 @@ fn import_and_the_upgrade_option_refuse_what_cannot_work_and_write_nothing() {
     std::fs::write(&path, conf(json!({}))).expect("write conf");
     let p = path.to_str().unwrap();
     let (code, _, err) = cli(&["import", "--conf", p, "--from", "original"]);
-    assert_eq!(code, 1);
+    assert_eq!(code, 2);
     assert!(err.contains("ipam.etcdConfig"), "{err}");
     let missing = s.path().join("no-such-dir");
     let (code, _, err) = cli(&[
@@ -148,7 +148,7 @@ fn import_and_the_upgrade_option_refuse_what_cannot_work_and_write_nothing() {
         "--dir",
         missing.to_str().unwrap(),
     ]);
-    assert_eq!(code, 1);
+    assert_eq!(code, 2);
     assert!(
         err.contains(&format!("{}/{NET}", missing.display())),
         "{err}"
@@ -158,7 +158,7 @@ fn import_and_the_upgrade_option_refuse_what_cannot_work_and_write_nothing() {
     assert!(!s.data_dir().exists(), "a refused call opened the store");
     // None of it reached a store: there is none, and ls says so rather than make one.
     let (code, _, err) = cli(&["ls", "--conf", p, "--output", "json"]);
-    assert_eq!(code, 1, "{err}");
+    assert_eq!(code, 2, "{err}");
     assert!(err.contains("no store of network"), "{err}");
     assert!(!s.data_dir().exists());
 }

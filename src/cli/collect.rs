@@ -8,12 +8,15 @@ use std::time::{Duration, Instant};
 
 use crate::config::NetConf;
 use crate::engine::events;
+use crate::engine::scan::Restarts;
 use crate::engine::Allocator;
 use crate::gc::{Collector, Finding, Pass};
 use crate::metrics::{figures, server, Figures, Metrics};
 use crate::pod::kube::{KubeDirectory, REQUEST_TIMEOUT};
 use crate::pod::{self, PodDirectory};
-use crate::{stores, Error, Result};
+use crate::{stores, Result};
+
+use super::inspect::say_restarts;
 
 pub struct Options {
     pub kubeconfig: Option<PathBuf>,
@@ -54,6 +57,7 @@ pub async fn run(conf: &NetConf, o: &Options) -> Result<i32> {
     let mut gc = Collector::new(&alloc, pods.as_ref(), o.grace);
     if o.dry_run {
         let p = gc.pass(Instant::now(), true).await?;
+        say_restarts(&p.restarts);
         for f in &p.suspects {
             say("would release", f);
         }
@@ -61,7 +65,7 @@ pub async fn run(conf: &NetConf, o: &Options) -> Result<i32> {
             "dry run: {} to release after the grace period",
             p.suspects.len()
         );
-        return Ok(0);
+        return Ok(super::exit::OK);
     }
     let mut number = 0u64;
     loop {
@@ -71,10 +75,12 @@ pub async fn run(conf: &NetConf, o: &Options) -> Result<i32> {
         let mut fig = Figures::default();
         if outcome.is_ok() {
             // Events are folded every pass, scraped or not, so they never pile up.
+            let mut restarts = Restarts::default();
             let read = match events::fold(alloc.store(), alloc.keys()).await {
-                Ok(()) if metrics.is_some() => figures::read(&alloc).await,
+                Ok(()) if metrics.is_some() => figures::read(&alloc, &mut restarts).await,
                 other => other.map(|()| Figures::default()),
             };
+            say_restarts(&restarts.notes);
             match read {
                 Ok(f) => fig = f,
                 // With an endpoint the figures are part of the pass: not reading them fails it.
@@ -85,6 +91,15 @@ pub async fn run(conf: &NetConf, o: &Options) -> Result<i32> {
         if let Some(m) = &metrics {
             m.pass(started.elapsed(), outcome.as_ref().map(|_| fig));
         }
+        // A once-run that could not finish a pass could not do its work (exit 2), whatever
+        // failed: the store or the Kubernetes API, each saying so itself.
+        let outcome = match outcome {
+            Err(e) if o.once => {
+                eprintln!("kube-ipam: pass {number} failed");
+                return Err(e);
+            }
+            other => other,
+        };
         let wait = match &outcome {
             Ok(p) => {
                 report(number, p);
@@ -97,7 +112,6 @@ pub async fn run(conf: &NetConf, o: &Options) -> Result<i32> {
                     Some(o.interval)
                 }
             }
-            Err(e) if o.once => return Err(Error::Kubernetes(format!("pass {number}: {e}"))),
             Err(e) => {
                 // A loop outlives a bad pass: nothing was released, the next pass starts over.
                 eprintln!("kube-ipam: pass {number}: {e}");
@@ -110,12 +124,13 @@ pub async fn run(conf: &NetConf, o: &Options) -> Result<i32> {
                 let _ = std::io::stdout().flush();
                 tokio::time::sleep(d).await;
             }
-            None => return Ok(0),
+            None => return Ok(super::exit::OK),
         }
     }
 }
 
 fn report(number: u64, p: &Pass) {
+    say_restarts(&p.restarts);
     for f in &p.released {
         say("released", f);
     }

@@ -13,6 +13,7 @@ use clap::ValueEnum;
 use kube_ipam_store::legacy::used_by;
 use kube_ipam_store::{Holder, Keys, LeaseStore, OriginalKeys};
 
+use super::exit;
 use crate::cni::env::validate_container_id;
 use crate::config::NetConf;
 use crate::engine::{Allocator, Imported};
@@ -120,7 +121,7 @@ pub async fn run(conf: &NetConf, o: &Options) -> Result<i32> {
         counts.unreadable
     );
     let clean = counts.conflicts + counts.outside + counts.unreadable == 0;
-    Ok(if clean { 0 } else { 1 })
+    Ok(if clean { exit::OK } else { exit::FOUND })
 }
 
 /// The original plugin's `used/` keys of the network, by container.

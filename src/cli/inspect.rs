@@ -7,9 +7,9 @@ use kube_ipam_store::records::decode;
 use kube_ipam_store::{Compare, IpRecord, Keys, Kind, LeaseStore, Mutation};
 use serde_json::{json, Value};
 
-use super::Output;
+use super::{exit, Output};
 use crate::config::NetConf;
-use crate::engine::scan::Scan;
+use crate::engine::scan::{after, Restarts, Scan};
 use crate::engine::{unix_now, Allocator, Release};
 use crate::{stores, Error, Result};
 
@@ -43,6 +43,14 @@ fn age(created: u64) -> String {
         120..=7199 => format!("{}m", s / 60),
         7200..=172_799 => format!("{}h", s / 3600),
         _ => format!("{}d", s / 86400),
+    }
+}
+
+/// Prints `note`s of a command that started over, on stderr: they say the output is
+/// still of one state of the store (or, for `ls`, of which two).
+pub(super) fn say_restarts(notes: &[String]) {
+    for n in notes {
+        eprintln!("kube-ipam: {n}");
     }
 }
 
@@ -86,7 +94,11 @@ impl From<Error> for Printed {
 }
 
 /// Streams the address records matching `f`, a page at a time, so memory stays flat
-/// whatever the size of the store.
+/// whatever the size of the store, all from one snapshot.
+///
+/// What is printed cannot be taken back: if the store drops the snapshot midway (etcd
+/// compacted its revision), the listing goes on from the next address on a new snapshot,
+/// and says so on stderr. Each row is one record, always whole.
 async fn print_records<S: LeaseStore>(
     alloc: &Allocator<S>,
     f: &Filter,
@@ -94,7 +106,8 @@ async fn print_records<S: LeaseStore>(
     out: &mut impl Write,
 ) -> std::result::Result<(), Printed> {
     let keys = alloc.keys();
-    let mut scan = Scan::new(alloc.store(), keys.ips());
+    let (mut from, to) = keys.ips();
+    let mut restarts = Restarts::default();
     let mut first = true;
     match output {
         Output::Json => write!(out, "[")?,
@@ -104,84 +117,31 @@ async fn print_records<S: LeaseStore>(
             "ADDRESS", "KIND", "POD", "CONTAINER", "IFNAME", "NODE"
         )?,
     }
-    while let Some(page) = scan.next_page().await? {
-        for e in page {
-            let Some(ip) = keys.parse_ip(&e.key) else {
-                continue;
-            };
-            let r: IpRecord = match decode(&e.key, &e.value) {
-                Ok(r) => r,
-                // One bad record must not hide the others; `release` removes it.
-                Err(err) => {
-                    if f.pod.is_some() || f.node.is_some() || f.range.is_some() {
-                        continue;
-                    }
-                    match output {
-                        Output::Json => {
-                            if !first {
-                                write!(out, ",")?;
-                            }
-                            let item =
-                                json!({"address": ip.to_string(), "unreadable": err.to_string()});
-                            write!(out, "{item}")?;
-                        }
-                        Output::Table => {
-                            writeln!(out, "{:<40} UNREADABLE {err}", ip.to_string())?;
-                        }
-                    }
-                    first = false;
-                    continue;
-                }
-            };
-            let wanted = f.pod.as_ref().is_none_or(|p| &pod_of(&r) == p)
-                && f.node.as_ref().is_none_or(|n| &r.holder.node == n)
-                && f.range
-                    .as_ref()
-                    .is_none_or(|s| r.range.split(' ').next() == Some(s.as_str()));
-            if !wanted {
-                continue;
-            }
-            match output {
-                Output::Json => {
-                    let item = json!({
-                        "address": ip.to_string(),
-                        "kind": r.kind.to_string(),
-                        "pod": r.holder.pod.as_ref().map(|p| format!("{}/{}", p.namespace, p.name)),
-                        "podUid": r.holder.pod.as_ref().and_then(|p| p.uid.clone()),
-                        "container": r.holder.container_id,
-                        "ifname": r.holder.ifname,
-                        "node": r.holder.node,
-                        // Sticky and between two lives of its pod: held by the pod's binding.
-                        "parked": r.holder.is_binding(),
-                        "range": r.range,
-                        "created": r.created,
-                        "ageSeconds": unix_now().saturating_sub(r.created),
-                    });
-                    if !first {
-                        write!(out, ",")?;
-                    }
-                    write!(out, "{item}")?;
-                }
-                Output::Table => {
-                    let short: String = if r.holder.is_binding() {
-                        "(parked)".into()
-                    } else {
-                        r.holder.container_id.chars().take(20).collect()
+    'snapshots: loop {
+        let snap = alloc.store().snapshot().await.map_err(Error::from)?;
+        let mut scan = Scan::new(&*snap, (from.clone(), to.clone()));
+        loop {
+            let page = match scan.next_page().await {
+                Ok(Some(page)) => page,
+                Ok(None) => break 'snapshots,
+                Err(e) => {
+                    restarts.again("the listing", e)?;
+                    let printed = match keys.parse_ip(&from) {
+                        Some(ip) if !first => format!("; rows after {ip} come from it"),
+                        _ => String::new(),
                     };
-                    writeln!(
-                        out,
-                        "{:<40} {:<8} {:<30} {:<20} {:<8} {:<16} {}",
-                        ip.to_string(),
-                        r.kind.to_string(),
-                        pod_of(&r),
-                        short,
-                        r.holder.ifname,
-                        r.holder.node,
-                        age(r.created)
-                    )?;
+                    if let Some(note) = restarts.notes.last() {
+                        // Whatever went out so far stays out.
+                        out.flush()?;
+                        eprintln!("kube-ipam: {note}{printed}");
+                    }
+                    continue 'snapshots;
                 }
+            };
+            if let Some(last) = page.last() {
+                from = after(&last.key);
             }
-            first = false;
+            print_page(keys, page, f, output, &mut first, out)?;
         }
     }
     if let Output::Json = output {
@@ -191,10 +151,101 @@ async fn print_records<S: LeaseStore>(
     Ok(())
 }
 
+fn print_page(
+    keys: &Keys,
+    page: Vec<kube_ipam_store::Entry>,
+    f: &Filter,
+    output: Output,
+    first: &mut bool,
+    out: &mut impl Write,
+) -> std::io::Result<()> {
+    for e in page {
+        let Some(ip) = keys.parse_ip(&e.key) else {
+            continue;
+        };
+        let r: IpRecord = match decode(&e.key, &e.value) {
+            Ok(r) => r,
+            // One bad record must not hide the others; `release` removes it.
+            Err(err) => {
+                if f.pod.is_some() || f.node.is_some() || f.range.is_some() {
+                    continue;
+                }
+                match output {
+                    Output::Json => {
+                        if !*first {
+                            write!(out, ",")?;
+                        }
+                        let item =
+                            json!({"address": ip.to_string(), "unreadable": err.to_string()});
+                        write!(out, "{item}")?;
+                    }
+                    Output::Table => {
+                        writeln!(out, "{:<40} UNREADABLE {err}", ip.to_string())?;
+                    }
+                }
+                *first = false;
+                continue;
+            }
+        };
+        let wanted = f.pod.as_ref().is_none_or(|p| &pod_of(&r) == p)
+            && f.node.as_ref().is_none_or(|n| &r.holder.node == n)
+            && f.range
+                .as_ref()
+                .is_none_or(|s| r.range.split(' ').next() == Some(s.as_str()));
+        if !wanted {
+            continue;
+        }
+        match output {
+            Output::Json => {
+                let item = json!({
+                    "address": ip.to_string(),
+                    "kind": r.kind.to_string(),
+                    "pod": r.holder.pod.as_ref().map(|p| format!("{}/{}", p.namespace, p.name)),
+                    "podUid": r.holder.pod.as_ref().and_then(|p| p.uid.clone()),
+                    "container": r.holder.container_id,
+                    "ifname": r.holder.ifname,
+                    "node": r.holder.node,
+                    // Sticky and between two lives of its pod: held by the pod's binding.
+                    "parked": r.holder.is_binding(),
+                    "range": r.range,
+                    "created": r.created,
+                    "ageSeconds": unix_now().saturating_sub(r.created),
+                });
+                if !*first {
+                    write!(out, ",")?;
+                }
+                write!(out, "{item}")?;
+            }
+            Output::Table => {
+                let short: String = if r.holder.is_binding() {
+                    "(parked)".into()
+                } else {
+                    r.holder.container_id.chars().take(20).collect()
+                };
+                writeln!(
+                    out,
+                    "{:<40} {:<8} {:<30} {:<20} {:<8} {:<16} {}",
+                    ip.to_string(),
+                    r.kind.to_string(),
+                    pod_of(&r),
+                    short,
+                    r.holder.ifname,
+                    r.holder.node,
+                    age(r.created)
+                )?;
+            }
+        }
+        *first = false;
+    }
+    Ok(())
+}
+
 pub async fn usage(conf: &NetConf, output: Output) -> Result<i32> {
     let alloc = allocator(conf).await?;
     // The same figures the collector serves at /metrics, so scripts and dashboards agree.
-    let fig = crate::metrics::figures::read(&alloc).await?;
+    let mut restarts = Restarts::default();
+    let fig = crate::metrics::figures::read(&alloc, &mut restarts).await?;
+    say_restarts(&restarts.notes);
     match output {
         Output::Json => {
             let items: Vec<Value> = fig.ranges.iter().map(|r| r.to_json()).collect();
@@ -243,7 +294,7 @@ pub async fn show(conf: &NetConf, ip: IpAddr) -> Result<i32> {
             conf.name,
             subnets.join(", ")
         );
-        return Ok(1);
+        return Ok(exit::FAILED);
     }
     let key = alloc.keys().ip(ip);
     match alloc.store().get(&key).await? {
@@ -258,7 +309,7 @@ pub async fn show(conf: &NetConf, ip: IpAddr) -> Result<i32> {
             ),
             Err(err) => {
                 println!("{ip}: unreadable record ({err}); `kube-ipam release {ip}` removes it");
-                return Ok(1);
+                return Ok(exit::FOUND);
             }
         },
     }
@@ -287,7 +338,7 @@ pub async fn release(conf: &NetConf, ip: IpAddr) -> Result<i32> {
                 return Ok(0);
             }
             eprintln!("kube-ipam: the record of {ip} changed meanwhile; nothing was removed");
-            return Ok(1);
+            return Ok(exit::FOUND);
         }
     };
     let h = &rec.holder;
@@ -321,21 +372,28 @@ pub async fn release(conf: &NetConf, ip: IpAddr) -> Result<i32> {
         Ok(0)
     } else {
         eprintln!("kube-ipam: {ip} changed hands while releasing; nothing was freed, look again");
-        Ok(1)
+        Ok(exit::FOUND)
     }
 }
 
+/// Exit 0 when consistent, 1 with the problems on stdout; an error (exit 2) when the
+/// store could not be checked.
 pub async fn check_store(conf: &NetConf) -> Result<i32> {
     let alloc = allocator(conf).await?;
     let checked = alloc.verify_store().await?;
-    let code = if checked.problems.is_empty() { 0 } else { 1 };
+    say_restarts(&checked.restarts);
+    let code = if checked.problems.is_empty() {
+        exit::OK
+    } else {
+        exit::FOUND
+    };
     let mut out = BufWriter::new(std::io::stdout().lock());
     let printed = checked
         .problems
         .iter()
         .try_for_each(|p| writeln!(out, "{p}"))
         .and_then(|()| {
-            if code == 0 {
+            if code == exit::OK {
                 writeln!(out, "consistent: {} attachments", checked.attachments)?;
             }
             out.flush()
@@ -347,5 +405,73 @@ pub async fn check_store(conf: &NetConf) -> Result<i32> {
             reason: e.to_string(),
         }),
         _ => Ok(code),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+
+    use kube_ipam_store::records::encode;
+    use kube_ipam_store::{Holder, MemoryStore};
+
+    use super::*;
+    use crate::engine::lost_snapshots::LosesSnapshots;
+    use crate::engine::scan::PAGE;
+    use crate::engine::tests::{ipam, range, rt};
+
+    #[test]
+    fn a_listing_whose_snapshot_is_lost_goes_on_from_where_it_was() {
+        let conf = ipam(vec![vec![range(
+            "10.0.0.0/8",
+            "10.0.0.1",
+            "10.255.255.254",
+            None,
+            None,
+        )]]);
+        let store = LosesSnapshots::new(MemoryStore::new(), 0);
+        let a = Allocator::new(store, Keys::new("/k", "n"), &conf);
+        let n = PAGE + 5;
+        let all = |f: Filter| {
+            let mut out = Vec::new();
+            let printed = rt().block_on(print_records(&a, &f, Output::Json, &mut out));
+            assert!(printed.is_ok());
+            let rows: Vec<Value> = serde_json::from_slice(&out).expect("one JSON array");
+            rows.iter()
+                .map(|r| r["address"].as_str().unwrap().parse::<IpAddr>().unwrap())
+                .collect::<Vec<_>>()
+        };
+        rt().block_on(async {
+            let mut batch = Vec::new();
+            for i in 0..n as u32 {
+                let ip = IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0001 + i));
+                let rec = IpRecord {
+                    holder: Holder {
+                        container_id: format!("c{i}"),
+                        ifname: "eth0".into(),
+                        pod: None,
+                        node: "n".into(),
+                    },
+                    kind: Kind::Dynamic,
+                    range: "r".into(),
+                    created: 0,
+                };
+                batch.push(Mutation::Put(a.keys().ip(ip), encode(&rec)));
+            }
+            assert!(a.store().commit(&[], &batch).await.unwrap());
+        });
+        let none = || Filter {
+            pod: None,
+            node: None,
+            range: None,
+        };
+        let kept = all(none());
+        // Lost after the first page: the second comes from a new snapshot.
+        a.store().lost.store(1, Ordering::SeqCst);
+        let resumed = all(none());
+        assert_eq!(a.store().lost.load(Ordering::SeqCst), 0, "never lost");
+        assert_eq!(resumed.len(), n);
+        assert_eq!(resumed, kept, "an address listed twice, or missed");
+        assert!(resumed.windows(2).all(|w| w[0] < w[1]));
     }
 }

@@ -14,11 +14,33 @@ use serde_json::Value;
 use crate::config::{self, NetConf};
 use crate::{Error, Result};
 
+/// Exit codes of the operator commands: a script or an alert tells "the store is wrong"
+/// from "the store could not be read" by the code alone.
+pub mod exit {
+    /// Done; `check-store`: the store is consistent.
+    pub const OK: i32 = 0;
+    /// Done, and something is wrong, each printed: problems in the store (`check-store`),
+    /// an unreadable record (`show`), a release that lost a race, conflicts of an import,
+    /// mistakes in a config (`config check`).
+    pub const FOUND: i32 = 1;
+    /// Could not be done: the store unreachable, busy or its snapshot lost too often, a
+    /// file unreadable, an argument wrong. The reason is on stderr.
+    pub const FAILED: i32 = 2;
+}
+
+const EXIT_CODES: &str = "\
+Exit codes: 0 done (check-store: consistent); 1 done and something is wrong, each printed \
+(check-store: problems in the store; show: an unreadable record; release: the address changed \
+hands meanwhile; import: conflicts; config check: mistakes); 2 could not be done (store \
+unreachable or busy, unreadable file, bad argument), the reason on stderr. An address nobody \
+holds is no error: show prints \"free\", release \"nothing to release\", both exit 0.";
+
 #[derive(Debug, Parser)]
 #[command(
     name = "kube-ipam",
     version,
-    about = "Inspect and repair kube-ipam allocations. Run with CNI_COMMAND set, it is the CNI plugin."
+    about = "Inspect and repair kube-ipam allocations. Run with CNI_COMMAND set, it is the CNI plugin.",
+    after_help = EXIT_CODES
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -64,13 +86,14 @@ enum Cmd {
         #[arg(long, value_enum, default_value = "table")]
         output: Output,
     },
-    /// Who holds an address, or "free".
+    /// Who holds an address, or "free" (exit 0 either way).
     Show {
         #[arg(long)]
         conf: PathBuf,
         ip: std::net::IpAddr,
     },
-    /// Frees the attachment holding an address, only if it is still the holder just shown.
+    /// Frees the attachment holding an address, only if it is still the holder just shown;
+    /// exits 1 if it changed hands meanwhile, 0 if nobody held it.
     Release {
         #[arg(long)]
         conf: PathBuf,
@@ -102,7 +125,13 @@ enum Cmd {
         #[arg(long)]
         metrics_address: Option<std::net::SocketAddr>,
     },
-    /// Checks that address records and owner records agree; exits 1 on any problem.
+    /// Checks that address records and owner records agree, in one snapshot of the store.
+    ///
+    /// ADDs and DELs may go on meanwhile: they are seen whole or not at all. Exit codes: 0
+    /// consistent; 1 problems found, each printed on stdout; 2 could not check (store
+    /// unreachable or busy, config unreadable), the reason on stderr. On etcd, a check whose
+    /// revision is compacted away meanwhile starts over at a newer one, up to 3 times, and
+    /// says so on stderr.
     CheckStore {
         #[arg(long)]
         conf: PathBuf,
@@ -164,14 +193,14 @@ pub fn main() -> i32 {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("kube-ipam: cannot start runtime: {e}");
-            return 1;
+            return exit::FAILED;
         }
     };
     match rt.block_on(run(cli.command)) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("kube-ipam: {e}");
-            1
+            exit::FAILED
         }
     }
 }
@@ -307,10 +336,10 @@ fn check(path: &Path) -> i32 {
     };
     if problems.is_empty() {
         println!("{}: ok", path.display());
-        return 0;
+        return exit::OK;
     }
     for p in &problems {
         println!("{}: {p}", path.display());
     }
-    1
+    exit::FOUND
 }

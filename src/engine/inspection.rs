@@ -4,9 +4,11 @@ use std::hash::{Hash, Hasher};
 use std::net::IpAddr;
 
 use kube_ipam_store::records::decode;
-use kube_ipam_store::{Attachment, Binding, Holder, IpRecord, LeaseStore, PodRef, Revision};
+use kube_ipam_store::{
+    Attachment, Binding, Holder, IpRecord, LeaseStore, PodRef, Revision, Snapshot,
+};
 
-use super::scan::Scan;
+use super::scan::{Restarts, Scan};
 use super::search::find_free;
 use crate::{Error, Result};
 
@@ -26,9 +28,10 @@ impl<S: LeaseStore> Allocator<S> {
         }
     }
 
-    /// Every attachment of the network with its owner revision.
+    /// Every attachment of the network with its owner revision, in one state of the store.
     pub async fn attachments(&self) -> Result<Vec<(Attachment, Revision)>> {
-        let mut scan = Scan::new(&self.store, self.keys.owners());
+        let snap = self.store.snapshot().await?;
+        let mut scan = Scan::new(&*snap, self.keys.owners());
         let mut out = Vec::new();
         while let Some(page) = scan.next_page().await? {
             for e in page {
@@ -47,9 +50,10 @@ impl<S: LeaseStore> Allocator<S> {
         }
     }
 
-    /// Every sticky binding of the network with its revision.
+    /// Every sticky binding of the network with its revision, in one state of the store.
     pub async fn bindings(&self) -> Result<Vec<(Binding, Revision)>> {
-        let mut scan = Scan::new(&self.store, self.keys.bindings());
+        let snap = self.store.snapshot().await?;
+        let mut scan = Scan::new(&*snap, self.keys.bindings());
         let mut out = Vec::new();
         while let Some(page) = scan.next_page().await? {
             for e in page {
@@ -110,13 +114,30 @@ impl<S: LeaseStore> Allocator<S> {
 
     /// [`Allocator::verify`], with what was checked.
     ///
-    /// Every read is pinned to one revision of the store, so commits made meanwhile by
-    /// live ADDs and DELs are either wholly seen or not at all: what is reported is really in
-    /// the store. The records are read in pages; what stays in memory is one compact entry
-    /// per address, sorted once and looked up by binary search: O(n log n) in all.
+    /// Every read is of one snapshot of the store, so commits made meanwhile by live ADDs
+    /// and DELs are either wholly seen or not at all: what is reported is really in the
+    /// store. A snapshot the store drops before the check is done (etcd compacted its
+    /// revision) is no problem of the store: the check starts over on a new one, a few times
+    /// at most, and says so in [`Verified::restarts`]. The records are read in pages; what
+    /// stays in memory is one compact entry per address, sorted once and looked up by binary
+    /// search: O(n log n) in all.
     pub async fn verify_store(&self) -> Result<Verified> {
+        let mut restarts = Restarts::default();
+        loop {
+            let snap = self.store.snapshot().await?;
+            match self.verify_in(&*snap).await {
+                Ok(mut v) => {
+                    v.restarts = restarts.notes;
+                    return Ok(v);
+                }
+                Err(e) => restarts.again("the check", e)?,
+            }
+        }
+    }
+
+    async fn verify_in(&self, snap: &dyn Snapshot) -> Result<Verified> {
         let mut problems = Vec::new();
-        let mut scan = Scan::pinned(&self.store, self.keys.ips(), None);
+        let mut scan = Scan::new(snap, self.keys.ips());
         let mut held: Vec<Held> = Vec::new();
         while let Some(page) = scan.next_page().await? {
             for e in page {
@@ -130,11 +151,10 @@ impl<S: LeaseStore> Allocator<S> {
                 }
             }
         }
-        let at = scan.revision();
         held.sort_unstable_by_key(|h| h.ip);
 
         let mut attachments = 0u64;
-        let mut scan = Scan::pinned(&self.store, self.keys.owners(), at);
+        let mut scan = Scan::new(snap, self.keys.owners());
         while let Some(page) = scan.next_page().await? {
             for e in page {
                 let att: Attachment = decode(&e.key, &e.value)?;
@@ -153,7 +173,7 @@ impl<S: LeaseStore> Allocator<S> {
                 }
             }
         }
-        let mut scan = Scan::pinned(&self.store, self.keys.bindings(), at);
+        let mut scan = Scan::new(snap, self.keys.bindings());
         while let Some(page) = scan.next_page().await? {
             for e in page {
                 let b: Binding = decode(&e.key, &e.value)?;
@@ -174,12 +194,11 @@ impl<S: LeaseStore> Allocator<S> {
             }
         }
         for h in held.iter().filter(|h| !h.listed) {
-            // Read again, at the same revision, for the holder's name: only for problems.
+            // Read again, in the same state, for the holder's name: only for problems.
             let key = self.keys.ip(h.ip);
-            let mut end = key.clone();
-            end.push('\0');
-            let (found, _) = self.store.range_at(&key, &end, 1, at).await?;
-            let Some(e) = found.first() else { continue };
+            let Some(e) = snap.get(&key).await? else {
+                continue;
+            };
             let rec: IpRecord = decode(&e.key, &e.value)?;
             let by = if rec.holder.is_binding() {
                 "binding"
@@ -195,6 +214,7 @@ impl<S: LeaseStore> Allocator<S> {
             problems,
             attachments,
             addresses: held.len() as u64,
+            restarts: Vec::new(),
         })
     }
 
@@ -235,6 +255,8 @@ pub struct Verified {
     pub problems: Vec<String>,
     pub attachments: u64,
     pub addresses: u64,
+    /// Each time the check started over because the store dropped its snapshot.
+    pub restarts: Vec<String>,
 }
 
 /// One address record, as little of it as the cross-check needs. Holders are kept as

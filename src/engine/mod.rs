@@ -21,10 +21,12 @@ pub use inspection::Verified;
 pub use pool::Pool;
 
 #[cfg(test)]
+pub(crate) mod lost_snapshots;
+#[cfg(test)]
 mod original_tests;
 #[cfg(test)]
 pub(crate) mod pod_tests;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 #[cfg(test)]
 mod workload_tests;

@@ -547,6 +547,10 @@ impl LeaseStore for Trips {
         self.trip();
         self.inner.range(from, to, limit).await
     }
+    async fn snapshot(&self) -> StoreResult<Box<dyn kube_ipam_store::Snapshot + '_>> {
+        self.trip();
+        self.inner.snapshot().await
+    }
     async fn count(&self, from: &str, to: &str) -> StoreResult<u64> {
         self.trip();
         self.inner.count(from, to).await

@@ -196,6 +196,8 @@ impl Metrics {
             StoreError::Corrupt { .. } => "corrupt",
             StoreError::Io(_) => "io",
             StoreError::Config(_) => "config",
+            StoreError::Compacted(_) => "compacted",
+            StoreError::Full(_) => "full",
         };
         self.store_errors.get_or_create(&ErrorKind { kind }).inc();
     }

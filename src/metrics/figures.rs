@@ -6,11 +6,12 @@ use std::collections::HashSet;
 use std::net::IpAddr;
 
 use kube_ipam_store::records::decode;
-use kube_ipam_store::{Attachment, Entry, IpRecord, Kind, LeaseStore};
+use kube_ipam_store::{Attachment, Entry, IpRecord, Kind, LeaseStore, Snapshot};
 use serde_json::{json, Value};
 
 use crate::engine::events::{self, Counter, Tally};
 use crate::engine::pool::to_u128;
+use crate::engine::scan::{Restarts, Scan};
 use crate::engine::{Allocator, Pool};
 use crate::Result;
 
@@ -95,31 +96,19 @@ fn range_of<'a>(pools: &'a [&'a Pool], ip: IpAddr, rec: &IpRecord) -> Option<usi
         .or_else(|| pools.iter().position(|p| p.range.subnet.contains(&ip)))
 }
 
-/// Keys per read: a full /12 in one answer would be hundreds of MB, and smaller pages cost
-/// etcd 3.4 a walk of the rest of the range each (see `engine::scan::PAGE`).
-const PAGE: usize = crate::engine::scan::PAGE;
-
-/// Every entry of `[from, to)`, a page at a time, each handed to `each`.
-async fn scan<S: LeaseStore>(
-    store: &S,
-    from: &str,
-    to: &str,
+/// Every entry of `[from, to)` of the snapshot, a page at a time, each handed to `each`.
+async fn scan(
+    snap: &dyn Snapshot,
+    range: (String, String),
     mut each: impl FnMut(&Entry) -> Result<()>,
 ) -> Result<()> {
-    let mut from = from.to_owned();
-    loop {
-        let page = store.range(&from, to, PAGE).await?;
+    let mut scan = Scan::new(snap, range);
+    while let Some(page) = scan.next_page().await? {
         for e in &page {
             each(e)?;
         }
-        match page.last() {
-            Some(last) if page.len() == PAGE => {
-                // The smallest key after `last`.
-                from = format!("{}\0", last.key);
-            }
-            _ => return Ok(()),
-        }
     }
+    Ok(())
 }
 
 fn counted(tally: &Tally, c: Counter, range: &str) -> u64 {
@@ -130,7 +119,20 @@ fn counted(tally: &Tally, c: Counter, range: &str) -> u64 {
         .unwrap_or(0)
 }
 
-pub async fn read<S: LeaseStore>(alloc: &Allocator<S>) -> Result<Figures> {
+/// The figures of one state of the store, so that the counts of a range add up however
+/// ADDs and DELs go on meanwhile; started over on a new snapshot when the store drops the
+/// one read, each time noted in `restarts`.
+pub async fn read<S: LeaseStore>(alloc: &Allocator<S>, restarts: &mut Restarts) -> Result<Figures> {
+    loop {
+        let snap = alloc.store().snapshot().await?;
+        match read_in(alloc, &*snap).await {
+            Ok(fig) => return Ok(fig),
+            Err(e) => restarts.again("reading the figures", e)?,
+        }
+    }
+}
+
+async fn read_in<S: LeaseStore>(alloc: &Allocator<S>, snap: &dyn Snapshot) -> Result<Figures> {
     let pools: Vec<&Pool> = alloc.pools().collect();
     let mut out: Vec<RangeFigures> = pools
         .iter()
@@ -141,8 +143,7 @@ pub async fn read<S: LeaseStore>(alloc: &Allocator<S>) -> Result<Figures> {
         })
         .collect();
     let keys = alloc.keys();
-    let (from, to) = keys.ips();
-    scan(alloc.store(), &from, &to, |e| {
+    scan(snap, keys.ips(), |e| {
         let Some(ip) = keys.parse_ip(&e.key) else {
             return Ok(());
         };
@@ -164,8 +165,7 @@ pub async fn read<S: LeaseStore>(alloc: &Allocator<S>) -> Result<Figures> {
         Ok(())
     })
     .await?;
-    let (from, to) = keys.owners();
-    scan(alloc.store(), &from, &to, |e| {
+    scan(snap, keys.owners(), |e| {
         let att: Attachment = decode(&e.key, &e.value)?;
         let ranges: HashSet<&str> = att.ips.iter().map(|i| i.range.as_str()).collect();
         for f in out.iter_mut().filter(|f| ranges.contains(f.id.as_str())) {
@@ -174,7 +174,7 @@ pub async fn read<S: LeaseStore>(alloc: &Allocator<S>) -> Result<Figures> {
         Ok(())
     })
     .await?;
-    let tally = events::read(alloc.store(), keys).await?;
+    let tally = events::read(snap, keys).await?;
     for f in &mut out {
         f.leaks_gc = counted(&tally, Counter::LeaksGc, &f.id);
         f.leaks_cni_gc = counted(&tally, Counter::LeaksCniGc, &f.id);
@@ -218,7 +218,7 @@ mod tests {
             a.add(&plain("c4", "p4")).await.unwrap();
             // The verb releases c4; its count lands in the same commit.
             assert_eq!(a.gc(&[keep("c1"), keep("c2")]).await.unwrap().len(), 1);
-            let fig = read(&a).await.unwrap();
+            let fig = read(&a, &mut Restarts::default()).await.unwrap();
             let r = &fig.ranges[0];
             assert_eq!(r.id, "10.9.0.0/24 10.9.0.2-10.9.0.20");
             assert_eq!(
@@ -232,6 +232,8 @@ mod tests {
 
     #[test]
     fn a_scan_sees_every_key_once_across_pages() {
+        use crate::engine::scan::PAGE;
+
         let store = MemoryStore::default();
         let n = 2 * PAGE + 7;
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -245,7 +247,8 @@ mod tests {
                 assert!(store.commit(&[], chunk).await.unwrap());
             }
             let mut seen = Vec::new();
-            scan(&store, "/k/", "/k0", |e| {
+            let snap = store.snapshot().await.unwrap();
+            scan(&*snap, ("/k/".into(), "/k0".into()), |e| {
                 seen.push(e.key.clone());
                 Ok(())
             })

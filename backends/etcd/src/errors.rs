@@ -1,6 +1,10 @@
+use std::path::PathBuf;
+
 use etcd_client::Error;
 use kube_ipam_store::StoreError;
 use tonic::Code;
+
+use crate::TlsFiles;
 
 /// What a failed request tells about retrying it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -15,9 +19,14 @@ pub(crate) enum Failure {
     Unknown,
     /// etcd refused it; asking again gets the same answer.
     Rejected,
-    /// A sound request whose answer cannot be had now: a revision etcd has compacted away,
-    /// or a response over the client's size cap. Not a configuration problem.
+    /// A read of a revision etcd has compacted away; a newer revision can be read.
+    Compacted,
+    /// A sound request whose answer cannot be had: a response over the client's size cap.
+    /// Not a configuration problem.
     Unanswerable,
+    /// etcd's database reached its space quota (the NOSPACE alarm): it takes reads and
+    /// deletes, and no write until an operator frees space and disarms the alarm.
+    NoSpace,
 }
 
 impl Failure {
@@ -27,7 +36,9 @@ impl Failure {
         match self {
             Failure::NotSent | Failure::Tls => true,
             Failure::Unknown => read,
-            Failure::Rejected | Failure::Unanswerable => false,
+            Failure::Rejected | Failure::Compacted | Failure::Unanswerable | Failure::NoSpace => {
+                false
+            }
         }
     }
 }
@@ -50,7 +61,9 @@ pub(crate) fn classify(e: &Error) -> Failed {
             };
             let reason = with_causes(top, s);
             let kind = match s.code() {
-                _ if unanswerable(&reason) => Failure::Unanswerable,
+                _ if reason.contains(COMPACTED) => Failure::Compacted,
+                _ if reason.contains(NO_SPACE) => Failure::NoSpace,
+                _ if reason.contains(TOO_LARGE) => Failure::Unanswerable,
                 Code::InvalidArgument
                 | Code::FailedPrecondition
                 | Code::OutOfRange
@@ -95,11 +108,12 @@ fn never_sent(msg: &str) -> bool {
     PREFIXES.iter().any(|p| msg.starts_with(p))
 }
 
-/// etcd's wording for a compacted revision, and tonic's for a response over the cap.
-fn unanswerable(reason: &str) -> bool {
-    reason.contains("required revision has been compacted")
-        || reason.contains("message length too large")
-}
+/// etcd's wording for a read of a compacted revision.
+const COMPACTED: &str = "required revision has been compacted";
+/// etcd's wording for a write refused under the NOSPACE alarm.
+const NO_SPACE: &str = "database space exceeded";
+/// tonic's wording for a response over the cap.
+const TOO_LARGE: &str = "message length too large";
 
 /// rustls's wording for a certificate it refused, or an alert by which the server refused
 /// ours.
@@ -124,14 +138,29 @@ pub(crate) fn with_causes(mut text: String, e: &(dyn std::error::Error + 'static
 }
 
 impl Failed {
-    pub fn into_store_error(self, endpoints: &str, what: &str) -> StoreError {
+    /// The store's error for this failure of `what` against `endpoints`, naming the
+    /// configured TLS files where one of them is the problem.
+    pub fn into_store_error(self, endpoints: &str, tls: &TlsFiles, what: &str) -> StoreError {
         match self.kind {
             Failure::Rejected => {
                 StoreError::Config(format!("etcd {endpoints} refused {what}: {}", self.reason))
             }
             Failure::Tls => StoreError::Config(format!(
-                "etcd {endpoints}: {what} failed in the TLS handshake \
-                 (check etcdTrustedCAFileFile, etcdCertFile, etcdKeyFile): {}",
+                "etcd {endpoints}: {what} failed in the TLS handshake: {}: {}",
+                tls_culprit(&self.reason, tls),
+                self.reason
+            )),
+            Failure::Compacted => {
+                StoreError::Compacted(format!("etcd {endpoints}: {what}: {}", self.reason))
+            }
+            Failure::NoSpace => StoreError::Full(format!(
+                "etcd {endpoints}: {what}: {}: etcd's database reached its space quota \
+                 (--quota-backend-bytes) and raised the NOSPACE alarm: it serves reads and \
+                 deletes (DEL works) but takes no write until space is freed and the alarm \
+                 disarmed. Run `etcdctl compact <revision>` with the current revision \
+                 (`etcdctl endpoint status --write-out=json`), `etcdctl defrag` against each \
+                 member, then `etcdctl alarm disarm`; or restart etcd with a larger \
+                 --quota-backend-bytes",
                 self.reason
             )),
             Failure::Unanswerable => {
@@ -141,6 +170,46 @@ impl Failed {
                 StoreError::Unavailable(format!("etcd {endpoints}: {what} failed: {}", self.reason))
             }
         }
+    }
+}
+
+/// Which configured file (or which certificate of etcd's) a handshake failure points at,
+/// from rustls's words: its own verdict on etcd's certificate, or the alert by which etcd
+/// refused ours.
+pub(crate) fn tls_culprit(reason: &str, tls: &TlsFiles) -> String {
+    let shown = |p: &Option<PathBuf>, field: &str| match p {
+        Some(p) if !p.as_os_str().is_empty() => format!("{field} {}", p.display()),
+        _ => format!("{field} (not set)"),
+    };
+    let (ca, cert) = (
+        shown(&tls.ca, "etcdTrustedCAFileFile"),
+        shown(&tls.cert, "etcdCertFile"),
+    );
+    let has_identity = tls.cert.as_ref().is_some_and(|p| !p.as_os_str().is_empty());
+    if reason.contains("invalid peer certificate") {
+        if reason.contains("UnknownIssuer") || reason.contains("BadSignature") {
+            format!("etcd's certificate is not signed by the CA of {ca}")
+        } else if reason.contains("NotValidForName") || reason.contains("not valid for name") {
+            "etcd's certificate does not name the host of the endpoint: use a host name or \
+             address its certificate lists"
+                .to_owned()
+        } else if reason.contains("Expired") || reason.contains("NotValidYet") {
+            "etcd's certificate is out of its validity period (or this node's clock is)".to_owned()
+        } else {
+            format!("etcd's certificate is refused against {ca}")
+        }
+    } else if reason.contains("received fatal alert") {
+        if reason.contains("CertificateRequired") || !has_identity {
+            "etcd asks for a client certificate: set etcdCertFile and etcdKeyFile".to_owned()
+        } else {
+            format!(
+                "etcd refused the client certificate of {cert}: it must be signed by a CA \
+                 of etcd's --trusted-ca-file, be within its validity period and allow \
+                 client authentication"
+            )
+        }
+    } else {
+        format!("check {ca}, {cert}, {}", shown(&tls.key, "etcdKeyFile"))
     }
 }
 
@@ -176,19 +245,46 @@ mod tests {
 
     #[test]
     fn oversized_answers_and_compacted_revisions_are_not_configuration() {
-        for (code, msg) in [
-            (Code::OutOfRange, "etcdserver: mvcc: required revision has been compacted"),
-            (
-                Code::OutOfRange,
-                "Error, decoded message length too large: found 70000000 bytes, the limit is: 67108864 bytes",
-            ),
+        let msg = "Error, decoded message length too large: found 70000000 bytes, the limit is: 67108864 bytes";
+        let f = classify(&status(Code::OutOfRange, msg));
+        assert_eq!(f.kind, Failure::Unanswerable, "{msg}");
+        assert!(!f.kind.may_repeat(true));
+        let e = f.into_store_error("http://e:2379", &TlsFiles::default(), "range");
+        assert!(
+            matches!(&e, StoreError::Unavailable(m) if m.contains(msg)),
+            "{e}"
+        );
+
+        let msg = "etcdserver: mvcc: required revision has been compacted";
+        let f = classify(&status(Code::OutOfRange, msg));
+        assert_eq!(f.kind, Failure::Compacted, "{msg}");
+        assert!(!f.kind.may_repeat(true));
+        let e = f.into_store_error("http://e:2379", &TlsFiles::default(), "range at revision 9");
+        assert!(
+            matches!(&e, StoreError::Compacted(m) if m.contains(msg)),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_full_database_says_what_to_run() {
+        let msg = "etcdserver: mvcc: database space exceeded";
+        let f = classify(&status(Code::ResourceExhausted, msg));
+        assert_eq!(f.kind, Failure::NoSpace);
+        assert!(!f.kind.may_repeat(false));
+        let e = f.into_store_error("http://e:2379", &TlsFiles::default(), "commit");
+        let StoreError::Full(m) = &e else {
+            panic!("want Full, got {e:?}")
+        };
+        for fix in [
+            "etcdctl compact",
+            "etcdctl defrag",
+            "etcdctl alarm disarm",
+            msg,
         ] {
-            let f = classify(&status(code, msg));
-            assert_eq!(f.kind, Failure::Unanswerable, "{msg}");
-            assert!(!f.kind.may_repeat(true));
-            let e = f.into_store_error("http://e:2379", "range");
-            assert!(matches!(&e, StoreError::Unavailable(m) if m.contains(msg)), "{e}");
+            assert!(m.contains(fix), "{fix} missing from {m}");
         }
+        assert!(!e.is_transient());
     }
 
     #[test]
@@ -199,7 +295,7 @@ mod tests {
         ));
         assert_eq!(f.kind, Failure::Rejected);
         assert!(matches!(
-            f.into_store_error("http://e:2379", "commit"),
+            f.into_store_error("http://e:2379", &TlsFiles::default(), "commit"),
             StoreError::Config(_)
         ));
         let f = classify(&status(
@@ -207,9 +303,28 @@ mod tests {
             "invalid peer certificate: UnknownIssuer",
         ));
         assert_eq!(f.kind, Failure::Tls);
-        let e = f.into_store_error("https://e:2379", "connect");
+        let tls = TlsFiles {
+            ca: Some("/etc/kube-ipam/etcd-ca.pem".into()),
+            cert: Some("/etc/kube-ipam/client.pem".into()),
+            key: Some("/etc/kube-ipam/client-key.pem".into()),
+        };
+        let e = f.into_store_error("https://e:2379", &tls, "connect");
         assert!(
-            matches!(&e, StoreError::Config(m) if m.contains("etcdTrustedCAFileFile")),
+            matches!(&e, StoreError::Config(m)
+                if m.contains("etcdTrustedCAFileFile /etc/kube-ipam/etcd-ca.pem")
+                    && !m.contains("client.pem")),
+            "{e}"
+        );
+        let f = classify(&status(
+            Code::Unknown,
+            "transport error: received fatal alert: BadCertificate",
+        ));
+        assert_eq!(f.kind, Failure::Tls);
+        let e = f.into_store_error("https://e:2379", &tls, "connect");
+        assert!(
+            matches!(&e, StoreError::Config(m)
+                if m.contains("etcdCertFile /etc/kube-ipam/client.pem")
+                    && !m.contains("etcd-ca.pem")),
             "{e}"
         );
     }

@@ -8,12 +8,12 @@ use etcd_client::{
     SortOrder, SortTarget, Txn, TxnOp, TxnOpResponse,
 };
 use kube_ipam_store::{
-    Answer, Committed, Compare, Entry, LeaseStore, Mutation, Read, Revision, StoreError,
+    Answer, Committed, Compare, Entry, LeaseStore, Mutation, Read, Revision, Snapshot, StoreError,
 };
 use tokio::time::{sleep, timeout_at, Instant};
 
 use crate::errors::{classify, with_causes, Failed};
-use crate::options::EtcdOptions;
+use crate::options::{EtcdOptions, TlsFiles};
 
 /// Read by [`LeaseStore::ping`]; it need not exist, the linearizable read is the point.
 const PING_KEY: &str = "/kube-ipam-ping";
@@ -33,6 +33,8 @@ pub struct EtcdStore {
     kv: KvClient,
     /// For error messages: which etcd could not be reached.
     endpoints: String,
+    /// For error messages: which file a certificate etcd or we refused came from.
+    tls: TlsFiles,
     request_timeout: Duration,
     /// Enough attempts for a request to find a live member when some are down.
     attempts: u32,
@@ -61,7 +63,7 @@ impl EtcdStore {
     pub async fn connect(opts: EtcdOptions) -> Result<EtcdStore, StoreError> {
         let prepared = opts.prepare()?;
         let endpoints = prepared.endpoints.join(",");
-        let anonymous_tls = prepared.tls.is_some() && !prepared.client_identity;
+        let (tls, client_identity) = (prepared.tls.is_some(), prepared.client_identity);
         let mut connect = ConnectOptions::new()
             .with_connect_timeout(opts.connect_timeout)
             // Without a leader a member queues requests; failing them lets another member
@@ -95,17 +97,18 @@ impl EtcdStore {
                 .kv_client()
                 .max_decoding_message_size(MAX_RESPONSE_BYTES),
             endpoints,
+            tls: opts.tls.clone(),
             request_timeout: opts.request_timeout,
             attempts,
         };
         match store.probe("connect", deadline, opts.connect_timeout).await {
             Ok(()) => Ok(store),
-            // Under TLS 1.3 a server that demands a client certificate rejects the missing one
-            // only after the handshake, so the client sees a broken connection, not the reason.
-            Err(StoreError::Unavailable(m)) if anonymous_tls && !m.contains("connect error") => {
+            // Under TLS 1.3 a server refuses a client certificate (or its absence) only after
+            // the handshake, by closing the connection: the client sees that, not the reason.
+            Err(StoreError::Unavailable(m)) if tls && closed(&m) => {
                 Err(StoreError::Unavailable(format!(
-                    "{m} (no client certificate is configured: if etcd runs with \
-                     --client-cert-auth, set etcdCertFile and etcdKeyFile)"
+                    "{m} ({})",
+                    closed_after_handshake(&opts.tls, client_identity)
                 )))
             }
             Err(e) => Err(e),
@@ -162,7 +165,7 @@ impl EtcdStore {
             let again = failed.kind.may_repeat(repeat == Repeat::Read);
             let pause = BACKOFF * attempt;
             if !again || attempt == self.attempts || Instant::now() + pause >= deadline {
-                return Err(failed.into_store_error(&self.endpoints, what));
+                return Err(failed.into_store_error(&self.endpoints, &self.tls, what));
             }
             last = Some(failed);
             sleep(pause).await;
@@ -188,6 +191,36 @@ impl EtcdStore {
             msg.push_str("; it may or may not have been applied");
         }
         StoreError::Unavailable(msg)
+    }
+}
+
+/// Whether a failed request ended on a connection the server closed.
+fn closed(message: &str) -> bool {
+    ["connection closed", "connection reset", "broken pipe"]
+        .iter()
+        .any(|w| message.contains(w))
+}
+
+/// What a connection closed right after the TLS handshake means: etcd refused the client
+/// certificate, or the lack of one. Its files are named, since they are what to change.
+fn closed_after_handshake(tls: &TlsFiles, client_identity: bool) -> String {
+    let path = |p: &Option<std::path::PathBuf>| {
+        p.as_deref()
+            .map_or_else(|| "(not set)".to_owned(), |p| p.display().to_string())
+    };
+    if client_identity {
+        format!(
+            "etcd closed the connection after the TLS handshake, which is how it refuses a \
+             client certificate: the one of etcdCertFile {} (key etcdKeyFile {}) must be signed \
+             by a CA of etcd's --trusted-ca-file, be within its validity period and allow \
+             client authentication",
+            path(&tls.cert),
+            path(&tls.key)
+        )
+    } else {
+        "no client certificate is configured: if etcd runs with --client-cert-auth, set \
+         etcdCertFile and etcdKeyFile"
+            .to_owned()
     }
 }
 
@@ -419,52 +452,28 @@ impl LeaseStore for EtcdStore {
         self.sorted_range(from, to, limit, true).await
     }
 
-    async fn range_at(
-        &self,
-        from: &str,
-        to: &str,
-        limit: usize,
-        at: Option<Revision>,
-    ) -> Result<(Vec<Entry>, Revision), StoreError> {
-        let pinned = match at.map(i64::try_from) {
-            None => 0,
-            Some(Ok(r)) => r,
-            Some(Err(_)) => {
-                return Err(StoreError::Corrupt {
-                    key: from.to_owned(),
-                    reason: format!("revision {at:?} is out of etcd's range"),
-                })
-            }
-        };
-        let mut resp = self
-            .request("range", Repeat::Read, |mut kv| async move {
-                // Revision 0 asks etcd for the newest; its header says which that was.
-                let opts = if from < to {
-                    in_key_order(to, limit)
-                } else {
-                    GetOptions::new().with_count_only()
-                }
-                .with_revision(pinned);
-                kv.get(from, Some(opts)).await
+    async fn snapshot(&self) -> Result<Box<dyn Snapshot + '_>, StoreError> {
+        // A linearizable read's header carries the newest revision, which every read of
+        // the snapshot then asks for.
+        let resp = self
+            .request("snapshot", Repeat::Read, |mut kv| async move {
+                kv.get(PING_KEY, Some(GetOptions::new().with_count_only()))
+                    .await
             })
             .await?;
-        let read_at = resp.header().map(|h| h.revision()).unwrap_or(0);
-        let read_at = match at {
-            Some(r) => r,
-            None => u64::try_from(read_at)
+        let at = resp.header().map_or(0, |h| h.revision());
+        let revision =
+            u64::try_from(at)
                 .ok()
                 .filter(|r| *r > 0)
                 .ok_or_else(|| StoreError::Corrupt {
-                    key: from.to_owned(),
-                    reason: format!("etcd answered at revision {read_at}"),
-                })?,
-        };
-        let entries = resp
-            .take_kvs()
-            .into_iter()
-            .map(entry)
-            .collect::<Result<_, _>>()?;
-        Ok((entries, read_at))
+                    key: PING_KEY.to_owned(),
+                    reason: format!("etcd answered at revision {at}"),
+                })?;
+        Ok(Box::new(Pinned {
+            store: self,
+            revision,
+        }))
     }
 
     async fn reads(&self, reads: &[Read]) -> Result<Vec<Answer>, StoreError> {
@@ -620,6 +629,39 @@ impl LeaseStore for EtcdStore {
     async fn ping(&self) -> Result<(), StoreError> {
         let budget = self.request_timeout;
         self.probe("ping", Instant::now() + budget, budget).await
+    }
+}
+
+/// A snapshot of etcd: every read asks for one revision, which etcd keeps until a
+/// compaction passes it.
+struct Pinned<'a> {
+    store: &'a EtcdStore,
+    revision: Revision,
+}
+
+#[async_trait]
+impl Snapshot for Pinned<'_> {
+    async fn range(&self, from: &str, to: &str, limit: usize) -> Result<Vec<Entry>, StoreError> {
+        if from >= to {
+            return Ok(Vec::new());
+        }
+        let at = i64::try_from(self.revision).map_err(|_| StoreError::Corrupt {
+            key: from.to_owned(),
+            reason: format!("revision {} is out of etcd's range", self.revision),
+        })?;
+        let what = format!("range at revision {at}");
+        let mut resp = self
+            .store
+            .request(&what, Repeat::Read, |mut kv| async move {
+                kv.get(from, Some(in_key_order(to, limit).with_revision(at)))
+                    .await
+            })
+            .await?;
+        resp.take_kvs().into_iter().map(entry).collect()
+    }
+
+    fn revision(&self) -> Revision {
+        self.revision
     }
 }
 

@@ -55,17 +55,23 @@ pub struct EtcdServer {
 impl EtcdServer {
     /// A plain-text server on `http://127.0.0.1:<free port>`, ready to serve.
     pub fn start() -> io::Result<EtcdServer> {
-        Self::launch(false)
+        Self::launch(false, &[])
+    }
+
+    /// Like [`start`](Self::start), with more of etcd's flags, such as
+    /// `--quota-backend-bytes=1048576`.
+    pub fn start_with(flags: &[&str]) -> io::Result<EtcdServer> {
+        Self::launch(false, flags)
     }
 
     /// A server that requires mutual TLS: its certificate (SAN `IP:127.0.0.1`,
     /// `DNS:localhost`) and a client certificate are signed by a CA made for this server
     /// alone; see [`TlsPaths`].
     pub fn start_tls() -> io::Result<EtcdServer> {
-        Self::launch(true)
+        Self::launch(true, &[])
     }
 
-    fn launch(tls: bool) -> io::Result<EtcdServer> {
+    fn launch(tls: bool, flags: &[&str]) -> io::Result<EtcdServer> {
         let dir = tempfile::Builder::new()
             .prefix("kube-ipam-etcd-")
             .tempdir()?;
@@ -88,6 +94,7 @@ impl EtcdServer {
                 cluster_token: format!("kube-ipam-test-{client}"),
                 tls: tls.clone(),
                 timing: Timing::SINGLE,
+                extra: flags.iter().map(Into::into).collect(),
             })?;
             match member
                 .spawn()
@@ -129,6 +136,47 @@ impl EtcdServer {
     /// etcd's own log, for a failing test to show.
     pub fn log_path(&self) -> PathBuf {
         self.member.log_path()
+    }
+
+    /// Runs Debian's `etcdctl` (v3 API) against this server, with the client certificate
+    /// of a TLS server, as an operator would: `etcdctl(&["alarm", "list"])`.
+    pub fn etcdctl(&self, args: &[&str]) -> io::Result<std::process::Output> {
+        process::etcdctl(&[self.endpoint()], self.tls.as_ref())
+            .args(["--dial-timeout=2s", "--command-timeout=30s"])
+            .args(args)
+            .output()
+            .map_err(|e| io::Error::new(e.kind(), format!("cannot run etcdctl: {e}")))
+    }
+
+    /// The server's current revision, from `etcdctl endpoint status`.
+    pub fn revision(&self) -> io::Result<u64> {
+        let out = self.etcdctl(&["endpoint", "status", "--write-out=fields"])?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        text.lines()
+            .find_map(|l| {
+                let (field, value) = l.split_once(" : ")?;
+                (field.trim().trim_matches('"') == "Revision").then(|| value.trim().parse().ok())?
+            })
+            .ok_or_else(|| {
+                io::Error::other(format!(
+                    "etcdctl endpoint status gave no revision: {text}{}",
+                    String::from_utf8_lossy(&out.stderr)
+                ))
+            })
+    }
+
+    /// Compacts away every revision before the current one, as `etcdctl compact` does.
+    pub fn compact(&self) -> io::Result<u64> {
+        let rev = self.revision()?;
+        let out = self.etcdctl(&["compact", &rev.to_string()])?;
+        if out.status.success() {
+            Ok(rev)
+        } else {
+            Err(io::Error::other(format!(
+                "etcdctl compact {rev} failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            )))
+        }
     }
 
     /// The directory holding data, log and certificates; gone when the server is dropped.
@@ -215,6 +263,7 @@ impl EtcdCluster {
                     cluster_token: token.clone(),
                     tls: None,
                     timing: Timing::CLUSTER,
+                    extra: Vec::new(),
                 })?);
             }
             let started = members

@@ -55,7 +55,30 @@ async fn server_certificate_from_another_ca_is_refused() {
     );
     assert!(mentions_tls(&e), "error does not say why: {e}");
     assert!(e.to_string().contains(&server.endpoint()), "{e}");
+    // The file to fix, by its field and path; not the client certificate, which is fine.
+    let named = format!("etcdTrustedCAFileFile {}", tls.wrong_ca.display());
+    assert!(e.to_string().contains(&named), "{e}");
+    assert!(!e.to_string().contains("client.pem"), "{e}");
     assert_absent(&server, "/tls/wrong-ca/").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_certificate_etcd_does_not_trust_is_named() {
+    let server = EtcdServer::start_tls().expect("etcd with TLS starts");
+    let tls = server.tls().expect("TLS paths").clone();
+    let mut opts = server.options();
+    opts.tls.cert = Some(tls.stranger_cert.clone());
+    opts.tls.key = Some(tls.stranger_key.clone());
+
+    let e = write_fails(opts, "/tls/stranger/k").await;
+    assert!(
+        matches!(e, StoreError::Config(_) | StoreError::Unavailable(_)),
+        "{e:?}"
+    );
+    let named = format!("etcdCertFile {}", tls.stranger_cert.display());
+    assert!(e.to_string().contains(&named), "{e}");
+    assert!(!e.to_string().contains("ca.pem"), "{e}");
+    assert_absent(&server, "/tls/stranger/").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,6 +4,8 @@ use std::path::Path;
 use kube_ipam_store::StoreError;
 use rusqlite::{Connection, ErrorCode};
 
+use crate::holders;
+
 pub(crate) fn io_error(action: &str, path: &Path, e: impl fmt::Display) -> StoreError {
     StoreError::Io(format!("{action} {}: {e}", path.display()))
 }
@@ -32,8 +34,9 @@ pub(crate) fn sqlite_error(action: &str, path: &Path, e: rusqlite::Error) -> Sto
     match code {
         // Another process kept the write lock past our deadline.
         Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => StoreError::Busy(format!(
-            "{action} {}: another process held the store until the deadline: {e}",
-            path.display()
+            "{action} {}: another process held the store until the deadline ({e}): {}",
+            path.display(),
+            holders::describe(path)
         )),
         Some(ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase) => StoreError::Corrupt {
             key: path.display().to_string(),
@@ -61,7 +64,7 @@ impl WithReason for StoreError {
     fn with_reason(self, os: &std::io::Error) -> StoreError {
         match self {
             StoreError::Io(m) => StoreError::Io(format!("{m} ({os})")),
-            StoreError::Busy(m) => StoreError::Busy(format!("{m} ({os})")),
+            // The errno of a lock refused is EAGAIN; who holds it is said already.
             other => other,
         }
     }

@@ -11,7 +11,9 @@
 //! order, as etcd's do, and survive restarts with the data.
 
 mod errors;
+mod holders;
 pub mod legacy;
+mod snapshot;
 
 use std::cell::Cell;
 use std::ffi::c_int;
@@ -24,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use kube_ipam_store::{
-    Committed, Compare, Entry, LeaseStore, Mutation, Read, Revision, StoreError,
+    Committed, Compare, Entry, LeaseStore, Mutation, Read, Revision, Snapshot, StoreError,
 };
 use rusqlite::config::DbConfig;
 use rusqlite::hooks::Wal;
@@ -33,6 +35,7 @@ use rusqlite::{
 };
 
 pub(crate) use errors::{io_error, sqlite_error, sqlite_error_on};
+use snapshot::SqliteSnapshot;
 
 /// File name of the database inside the store directory.
 pub const DB_FILE: &str = "store.db";
@@ -356,6 +359,25 @@ fn revision_of(conn: &Connection, key: &str) -> rusqlite::Result<Option<Revision
         .map(|r| r.map(|r| r as Revision))
 }
 
+/// Entries with `from <= key < to` in key order, at most `limit` (0: all).
+fn range_on(conn: &Connection, from: &str, to: &str, limit: usize) -> rusqlite::Result<Vec<Entry>> {
+    if from >= to {
+        return Ok(Vec::new());
+    }
+    // A negative LIMIT is SQLite's "no limit".
+    let limit = if limit == 0 {
+        -1
+    } else {
+        i64::try_from(limit).unwrap_or(i64::MAX)
+    };
+    conn.prepare_cached(
+        "SELECT key, revision, value FROM leases
+         WHERE key >= ?1 AND key < ?2 ORDER BY key LIMIT ?3",
+    )?
+    .query_map(params![from, to, limit], row_entry)?
+    .collect()
+}
+
 fn row_entry(r: &rusqlite::Row<'_>) -> rusqlite::Result<Entry> {
     Ok(Entry {
         key: r.get(0)?,
@@ -374,25 +396,12 @@ impl LeaseStore for SqliteStore {
     }
 
     async fn range(&self, from: &str, to: &str, limit: usize) -> Result<Vec<Entry>, StoreError> {
-        if from >= to {
-            return Ok(Vec::new());
-        }
-        // A negative LIMIT is SQLite's "no limit".
-        let limit = if limit == 0 {
-            -1
-        } else {
-            i64::try_from(limit).unwrap_or(i64::MAX)
-        };
         let conn = self.conn();
-        conn.prepare_cached(
-            "SELECT key, revision, value FROM leases
-             WHERE key >= ?1 AND key < ?2 ORDER BY key LIMIT ?3",
-        )
-        .and_then(|mut s| {
-            s.query_map(params![from, to, limit], row_entry)?
-                .collect::<rusqlite::Result<Vec<_>>>()
-        })
-        .map_err(|e| self.error(&conn, "reading", e))
+        range_on(&conn, from, to, limit).map_err(|e| self.error(&conn, "reading", e))
+    }
+
+    async fn snapshot(&self) -> Result<Box<dyn Snapshot + '_>, StoreError> {
+        Ok(Box::new(SqliteSnapshot::take(&self.path, self.deadline)?))
     }
 
     async fn count(&self, from: &str, to: &str) -> Result<u64, StoreError> {

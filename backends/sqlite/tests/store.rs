@@ -55,6 +55,15 @@ async fn commit_waits_for_a_writer_then_reports_busy() {
     };
     assert!(err.is_transient());
     assert!(msg.contains(&dir.display().to_string()), "{msg}");
+    // Who holds it and where: this test process holds the write lock, a byte of the index.
+    let shm = format!("{}-shm", dir.join(kube_ipam_sqlite::DB_FILE).display());
+    assert!(
+        msg.contains(&format!(
+            "the write lock (byte 120 of {shm}) is held by pid {}",
+            std::process::id()
+        )),
+        "{msg}"
+    );
 
     holder.execute_batch("ROLLBACK").unwrap();
     let store = SqliteStore::open(&dir, WAIT).unwrap();

@@ -31,6 +31,8 @@ pub async fn run<S: LeaseStore + 'static>(store: Arc<S>, root: &str) -> Check {
     racing_claims(store.clone(), &format!("{root}/e/")).await?;
     foreign_layout(&*store, &format!("{root}/f/")).await?;
     commit_then_read(&*store, &format!("{root}/g/")).await?;
+    snapshot_between_commits(&*store, &format!("{root}/h/")).await?;
+    snapshot_beside_a_writer(store.clone(), &format!("{root}/i/")).await?;
     store.ping().await.map_err(err)?;
     Ok(())
 }
@@ -453,4 +455,164 @@ async fn racing_claims<S: LeaseStore + 'static>(s: Arc<S>, p: &str) -> Check {
     ensure(won == 5, || format!("{won} writers won 5 keys"))?;
     let n = s.count(p, &format!("{p}~")).await.map_err(err)?;
     ensure(n == 5, || format!("{n} keys after the race, want 5"))
+}
+
+/// A snapshot read in pages with commits between them sees none of the commits: neither in
+/// the pages still to come nor in point reads, while the store itself has them all.
+async fn snapshot_between_commits<S: LeaseStore>(s: &S, p: &str) -> Check {
+    let key = |n: u32| format!("{p}{n:02}");
+    let end = format!("{p}~");
+    let seed: Vec<Mutation> = (0..10)
+        .map(|n| Mutation::Put(key(n), b"before".to_vec()))
+        .collect();
+    s.commit(&[], &seed).await.map_err(err)?;
+    let seeded = s.get(&key(0)).await.map_err(err)?.ok_or("seed missing")?;
+    let snap = s.snapshot().await.map_err(err)?;
+    let at = snap.revision();
+    ensure(at >= seeded.revision, || {
+        format!(
+            "a snapshot taken after revision {} reads at {at}",
+            seeded.revision
+        )
+    })?;
+    let first = snap.range(p, &end, 4).await.map_err(err)?;
+    let names = |es: &[Entry]| es.iter().map(|e| e.key.clone()).collect::<Vec<_>>();
+    ensure(names(&first) == (0..4).map(key).collect::<Vec<_>>(), || {
+        format!("the first page read {first:?}")
+    })?;
+    // Between the pages: a change and a delete in the part still to read, a new key in it
+    // and one past its end, a delete in the part read, each its own commit.
+    let commits = [
+        Mutation::Put(key(5), b"after".to_vec()),
+        Mutation::Delete(key(7)),
+        Mutation::Put(format!("{}5", key(5)), b"after".to_vec()),
+        Mutation::Put(key(10), b"after".to_vec()),
+        Mutation::Delete(key(1)),
+    ];
+    for m in commits {
+        let applied = s.commit(&[], &[m]).await.map_err(err)?;
+        ensure(applied, || {
+            "a commit beside an open snapshot was refused".into()
+        })?;
+    }
+    let rest = snap
+        .range(&format!("{}\0", key(3)), &end, 0)
+        .await
+        .map_err(err)?;
+    ensure(names(&rest) == (4..10).map(key).collect::<Vec<_>>(), || {
+        format!("the page after commits read {:?}", names(&rest))
+    })?;
+    ensure(
+        rest.iter()
+            .all(|e| e.value == b"before" && e.revision == seeded.revision),
+        || format!("the page after commits read changed records: {rest:?}"),
+    )?;
+    let deleted = snap.get(&key(7)).await.map_err(err)?;
+    ensure(deleted.is_some_and(|e| e.value == b"before"), || {
+        "a key deleted after the snapshot is gone from it".into()
+    })?;
+    let added = snap.get(&format!("{}5", key(5))).await.map_err(err)?;
+    ensure(added.is_none(), || {
+        "a key written after the snapshot is in it".into()
+    })?;
+    ensure(snap.revision() == at, || {
+        format!(
+            "the snapshot moved from revision {at} to {}",
+            snap.revision()
+        )
+    })?;
+    drop(snap);
+    let now = s.range(p, &end, 0).await.map_err(err)?;
+    let want: Vec<String> = [0, 2, 3, 4, 5]
+        .into_iter()
+        .map(key)
+        .chain([format!("{}5", key(5))])
+        .chain([6, 8, 9, 10].into_iter().map(key))
+        .collect();
+    ensure(names(&now) == want, || {
+        format!("the store after the commits holds {:?}", names(&now))
+    })?;
+    let later = s.snapshot().await.map_err(err)?;
+    ensure(later.revision() > at, || {
+        format!(
+            "a snapshot after five commits reads at {}, as before them",
+            later.revision()
+        )
+    })?;
+    let changed = later.get(&key(5)).await.map_err(err)?;
+    ensure(changed.is_some_and(|e| e.value == b"after"), || {
+        "a new snapshot misses a commit made before it".into()
+    })
+}
+
+/// Snapshots read a page at a time while another task keeps committing one value to the
+/// first and the last key together: every snapshot sees both keys from the same commit,
+/// though a commit lands between its two pages every time.
+async fn snapshot_beside_a_writer<S: LeaseStore + 'static>(s: Arc<S>, p: &str) -> Check {
+    let (first, last) = (format!("{p}a"), format!("{p}z"));
+    let end = format!("{p}~");
+    let pair = {
+        let (first, middle, last) = (first.clone(), format!("{p}m"), last.clone());
+        move |n: u32| {
+            let v = n.to_be_bytes().to_vec();
+            vec![
+                Mutation::Put(first.clone(), v.clone()),
+                Mutation::Put(middle.clone(), Vec::new()),
+                Mutation::Put(last.clone(), v),
+            ]
+        }
+    };
+    s.commit(&[], &pair(0)).await.map_err(err)?;
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // The writer's count of commits, which the reader waits on between its pages.
+    let (wrote, mut written) = tokio::sync::watch::channel(0u32);
+    let writer = {
+        let (s, stop, pair) = (s.clone(), stop.clone(), pair.clone());
+        tokio::spawn(async move {
+            let mut n = 1;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                s.commit(&[], &pair(n)).await?;
+                wrote.send_replace(n);
+                n += 1;
+                tokio::task::yield_now().await;
+            }
+            Ok::<u32, crate::StoreError>(n)
+        })
+    };
+    let mut outcome = Ok(());
+    for _ in 0..20 {
+        let read = async {
+            let snap = s.snapshot().await.map_err(err)?;
+            let head = snap.range(p, &end, 1).await.map_err(err)?;
+            let seen = *written.borrow_and_update();
+            written
+                .wait_for(|n| *n > seen)
+                .await
+                .map_err(|_| "the writer stopped".to_owned())?;
+            let tail = snap
+                .range(&format!("{first}\0"), &end, 0)
+                .await
+                .map_err(err)?;
+            let value = |es: &[Entry], k: &str| {
+                es.iter()
+                    .find(|e| e.key == k)
+                    .map(|e| e.value.clone())
+                    .ok_or(format!("{k} missing from a snapshot"))
+            };
+            let (a, z) = (value(&head, &first)?, value(&tail, &last)?);
+            ensure(a == z, || {
+                format!("one snapshot read {first} = {a:?} and {last} = {z:?}")
+            })
+        };
+        if let Err(e) = read.await {
+            outcome = Err(e);
+            break;
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    match writer.await {
+        Ok(Ok(_)) => outcome,
+        Ok(Err(e)) => Err(format!("the writer beside the snapshots failed: {e}")),
+        Err(e) => Err(format!("the writer beside the snapshots died: {e}")),
+    }
 }

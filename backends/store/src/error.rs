@@ -18,11 +18,22 @@ pub enum StoreError {
     /// The store's configuration cannot work (bad certificate, bad endpoint ...).
     #[error("store configuration: {0}")]
     Config(String),
+    /// The store no longer keeps the state a [`Snapshot`](crate::Snapshot) reads (etcd
+    /// compacted its revision away); a new snapshot reads a newer one.
+    #[error("store snapshot gone: {0}")]
+    Compacted(String),
+    /// The store refuses writes until an operator frees space (etcd's space quota); the
+    /// message says what to run. Reads and deletes still work.
+    #[error("store full: {0}")]
+    Full(String),
 }
 
 impl StoreError {
     /// True when trying again later may succeed.
     pub fn is_transient(&self) -> bool {
-        matches!(self, StoreError::Unavailable(_) | StoreError::Busy(_))
+        matches!(
+            self,
+            StoreError::Unavailable(_) | StoreError::Busy(_) | StoreError::Compacted(_)
+        )
     }
 }

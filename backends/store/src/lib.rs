@@ -18,4 +18,6 @@ pub use keys::Keys;
 pub use legacy::OriginalKeys;
 pub use memory::MemoryStore;
 pub use records::{AttachedIp, Attachment, Binding, Holder, IpRecord, Kind, PodRef};
-pub use store::{Answer, Committed, Compare, Entry, LeaseStore, Mutation, Read, Revision};
+pub use store::{
+    Answer, Committed, Compare, Entry, LeaseStore, Mutation, Read, Revision, Snapshot,
+};

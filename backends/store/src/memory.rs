@@ -1,10 +1,12 @@
 use std::collections::BTreeMap;
 use std::ops::Bound;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 
-use crate::{Answer, Committed, Compare, Entry, LeaseStore, Mutation, Read, Revision, StoreError};
+use crate::{
+    Answer, Committed, Compare, Entry, LeaseStore, Mutation, Read, Revision, Snapshot, StoreError,
+};
 
 /// In-process store for tests and benchmarks. Same semantics as the durable backends.
 #[derive(Debug, Default)]
@@ -12,10 +14,14 @@ pub struct MemoryStore {
     state: Mutex<State>,
 }
 
+type Map = BTreeMap<String, (Vec<u8>, Revision)>;
+
 #[derive(Debug, Default)]
 struct State {
     revision: Revision,
-    map: BTreeMap<String, (Vec<u8>, Revision)>,
+    /// Shared with the snapshots taken since the last commit; a commit copies it first
+    /// while any of them is alive, so they keep the state they were taken in.
+    map: Arc<Map>,
 }
 
 impl MemoryStore {
@@ -30,24 +36,27 @@ impl MemoryStore {
     }
 }
 
+fn range(map: &Map, from: &str, to: &str, limit: usize) -> Vec<Entry> {
+    if from >= to {
+        return Vec::new();
+    }
+    let iter = map
+        .range::<str, _>((Bound::Included(from), Bound::Excluded(to)))
+        .map(|(k, (v, r))| Entry {
+            key: k.clone(),
+            value: v.clone(),
+            revision: *r,
+        });
+    if limit == 0 {
+        iter.collect()
+    } else {
+        iter.take(limit).collect()
+    }
+}
+
 impl State {
     fn range(&self, from: &str, to: &str, limit: usize) -> Vec<Entry> {
-        if from >= to {
-            return Vec::new();
-        }
-        let iter = self
-            .map
-            .range::<str, _>((Bound::Included(from), Bound::Excluded(to)))
-            .map(|(k, (v, r))| Entry {
-                key: k.clone(),
-                value: v.clone(),
-                revision: *r,
-            });
-        if limit == 0 {
-            iter.collect()
-        } else {
-            iter.take(limit).collect()
-        }
+        range(&self.map, from, to, limit)
     }
 
     fn count(&self, from: &str, to: &str) -> u64 {
@@ -89,13 +98,14 @@ impl State {
         }
         self.revision += 1;
         let rev = self.revision;
+        let map = Arc::make_mut(&mut self.map);
         for m in mutations {
             match m {
                 Mutation::Put(k, v) => {
-                    self.map.insert(k.clone(), (v.clone(), rev));
+                    map.insert(k.clone(), (v.clone(), rev));
                 }
                 Mutation::Delete(k) => {
-                    self.map.remove(k);
+                    map.remove(k);
                 }
             }
         }
@@ -115,6 +125,14 @@ impl LeaseStore for MemoryStore {
 
     async fn range(&self, from: &str, to: &str, limit: usize) -> Result<Vec<Entry>, StoreError> {
         Ok(self.lock().range(from, to, limit))
+    }
+
+    async fn snapshot(&self) -> Result<Box<dyn Snapshot + '_>, StoreError> {
+        let state = self.lock();
+        Ok(Box::new(Frozen {
+            map: state.map.clone(),
+            revision: state.revision,
+        }))
     }
 
     async fn count(&self, from: &str, to: &str) -> Result<u64, StoreError> {
@@ -148,5 +166,22 @@ impl LeaseStore for MemoryStore {
 
     async fn ping(&self) -> Result<(), StoreError> {
         Ok(())
+    }
+}
+
+/// A [`MemoryStore`] state: the map as it was, which later commits copy before changing.
+struct Frozen {
+    map: Arc<Map>,
+    revision: Revision,
+}
+
+#[async_trait]
+impl Snapshot for Frozen {
+    async fn range(&self, from: &str, to: &str, limit: usize) -> Result<Vec<Entry>, StoreError> {
+        Ok(range(&self.map, from, to, limit))
+    }
+
+    fn revision(&self) -> Revision {
+        self.revision
     }
 }

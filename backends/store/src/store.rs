@@ -101,6 +101,34 @@ impl Mutation {
     }
 }
 
+/// One state of the whole store, read in as many requests as it takes.
+///
+/// Every read of a snapshot sees the store exactly as it was when the snapshot was taken,
+/// whatever commits meanwhile, from this process or any other: a commit is in all of its
+/// reads or in none. A scan of the whole store in pages therefore never sees one half of a
+/// commit (an address record without the owner record written with it), which is what lets
+/// a check hold one kind of record against another while ADDs and DELs go on. Taking and
+/// reading a snapshot never holds up a commit.
+///
+/// A store may stop keeping the state before the snapshot is dropped (etcd compacts old
+/// revisions away); its reads then fail with [`StoreError::Compacted`], never with a
+/// different state, and the caller starts over on a new snapshot.
+#[async_trait]
+pub trait Snapshot: Send + Sync {
+    /// Like [`LeaseStore::range`], in this state.
+    async fn range(&self, from: &str, to: &str, limit: usize) -> Result<Vec<Entry>, StoreError>;
+
+    /// Like [`LeaseStore::get`], in this state.
+    async fn get(&self, key: &str) -> Result<Option<Entry>, StoreError> {
+        let mut end = key.to_owned();
+        end.push('\0');
+        Ok(self.range(key, &end, 1).await?.into_iter().next())
+    }
+
+    /// The store's revision in this state: that of the last commit it includes.
+    fn revision(&self) -> Revision;
+}
+
 /// Ordered key-value storage with conditional multi-key commits.
 ///
 /// Keys are ASCII and compare bytewise. Implementations must make `commit` atomic (all
@@ -125,23 +153,9 @@ pub trait LeaseStore: Send + Sync {
         self.range(from, to, limit).await
     }
 
-    /// Like [`LeaseStore::range`], read as of store revision `at` (`None`: now), with the
-    /// revision actually read at. Reads that pass back the revision of the first one see one
-    /// snapshot of the whole store, so a long scan in pages never mixes before and after of a
-    /// concurrent commit.
-    ///
-    /// The default suits stores that one process holds exclusively while it reads (the
-    /// embedded store): nothing else commits between the pages, so every read is the same
-    /// snapshot. It reports revision 0. A store shared by live writers must override it.
-    async fn range_at(
-        &self,
-        from: &str,
-        to: &str,
-        limit: usize,
-        at: Option<Revision>,
-    ) -> Result<(Vec<Entry>, Revision), StoreError> {
-        Ok((self.range(from, to, limit).await?, at.unwrap_or(0)))
-    }
+    /// One state of the whole store, as it is now, for reads in many requests: see
+    /// [`Snapshot`]. The store keeps that state until the snapshot is dropped.
+    async fn snapshot(&self) -> Result<Box<dyn Snapshot + '_>, StoreError>;
 
     /// How many keys lie in `from <= key < to`.
     async fn count(&self, from: &str, to: &str) -> Result<u64, StoreError>;
@@ -241,14 +255,8 @@ impl<S: LeaseStore + ?Sized> LeaseStore for std::sync::Arc<S> {
     ) -> Result<Vec<Entry>, StoreError> {
         (**self).range_keys(from, to, limit).await
     }
-    async fn range_at(
-        &self,
-        from: &str,
-        to: &str,
-        limit: usize,
-        at: Option<Revision>,
-    ) -> Result<(Vec<Entry>, Revision), StoreError> {
-        (**self).range_at(from, to, limit, at).await
+    async fn snapshot(&self) -> Result<Box<dyn Snapshot + '_>, StoreError> {
+        (**self).snapshot().await
     }
     async fn count(&self, from: &str, to: &str) -> Result<u64, StoreError> {
         (**self).count(from, to).await
@@ -292,14 +300,8 @@ impl<S: LeaseStore + ?Sized> LeaseStore for Box<S> {
     ) -> Result<Vec<Entry>, StoreError> {
         (**self).range_keys(from, to, limit).await
     }
-    async fn range_at(
-        &self,
-        from: &str,
-        to: &str,
-        limit: usize,
-        at: Option<Revision>,
-    ) -> Result<(Vec<Entry>, Revision), StoreError> {
-        (**self).range_at(from, to, limit, at).await
+    async fn snapshot(&self) -> Result<Box<dyn Snapshot + '_>, StoreError> {
+        (**self).snapshot().await
     }
     async fn count(&self, from: &str, to: &str) -> Result<u64, StoreError> {
         (**self).count(from, to).await

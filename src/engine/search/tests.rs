@@ -388,6 +388,12 @@ impl LeaseStore for Releasing {
     ) -> std::result::Result<Vec<kube_ipam_store::Entry>, kube_ipam_store::StoreError> {
         self.inner.range(from, to, limit).await
     }
+    async fn snapshot(
+        &self,
+    ) -> std::result::Result<Box<dyn kube_ipam_store::Snapshot + '_>, kube_ipam_store::StoreError>
+    {
+        self.inner.snapshot().await
+    }
     async fn count(
         &self,
         from: &str,
@@ -466,6 +472,12 @@ impl LeaseStore for Counting {
         let r = self.inner.range(from, to, limit).await?;
         self.add(r.len().max(1));
         Ok(r)
+    }
+    async fn snapshot(
+        &self,
+    ) -> std::result::Result<Box<dyn kube_ipam_store::Snapshot + '_>, kube_ipam_store::StoreError>
+    {
+        self.inner.snapshot().await
     }
     async fn count(
         &self,

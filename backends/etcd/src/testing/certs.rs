@@ -16,6 +16,10 @@ pub struct TlsPaths {
     pub client_key: PathBuf,
     /// A CA unrelated to the server, for clients that must refuse it (`wrong-ca.pem`).
     pub wrong_ca: PathBuf,
+    /// A client certificate signed by that CA, which the server must refuse
+    /// (`stranger.pem`), and its key (`stranger-key.pem`).
+    pub stranger_cert: PathBuf,
+    pub stranger_key: PathBuf,
     /// The server's certificate (`server.pem`), for SAN `IP:127.0.0.1` and `DNS:localhost`.
     pub server_cert: PathBuf,
     pub server_key: PathBuf,
@@ -66,8 +70,8 @@ const KEY: &[&str] = &[
     "-nodes",
 ];
 
-/// Creates a CA, a server and a client certificate signed by it, and an unrelated CA, with
-/// the `openssl` command-line tool.
+/// Creates a CA, a server and a client certificate signed by it, and an unrelated CA with a
+/// client certificate of its own, with the `openssl` command-line tool.
 pub(super) fn generate(dir: &Path) -> io::Result<TlsPaths> {
     fs::create_dir_all(dir)?;
     let cnf = dir.join("x509.cnf");
@@ -85,7 +89,7 @@ pub(super) fn generate(dir: &Path) -> io::Result<TlsPaths> {
             ],
         )
     };
-    let signed = |name: &str, cn: &str, ext: &str, serial: &str| -> io::Result<()> {
+    let signed = |name: &str, cn: &str, ext: &str, serial: &str, ca: &str| -> io::Result<()> {
         let (cert, key, csr) = (
             format!("{name}.pem"),
             format!("{name}-key.pem"),
@@ -110,9 +114,9 @@ pub(super) fn generate(dir: &Path) -> io::Result<TlsPaths> {
                     "-in",
                     &csr,
                     "-CA",
-                    "ca.pem",
+                    &format!("{ca}.pem"),
                     "-CAkey",
-                    "ca-key.pem",
+                    &format!("{ca}-key.pem"),
                 ],
                 &["-set_serial", serial, "-days", "2", "-out", &cert],
                 &["-extfile", "x509.cnf", "-extensions", ext],
@@ -126,13 +130,22 @@ pub(super) fn generate(dir: &Path) -> io::Result<TlsPaths> {
         "wrong-ca-key.pem",
         "/CN=kube-ipam unrelated CA",
     )?;
-    signed("server", "/CN=localhost", "server", "2")?;
-    signed("client", "/CN=kube-ipam client", "client", "3")?;
+    signed("server", "/CN=localhost", "server", "2", "ca")?;
+    signed("client", "/CN=kube-ipam client", "client", "3", "ca")?;
+    signed(
+        "stranger",
+        "/CN=kube-ipam stranger",
+        "client",
+        "4",
+        "wrong-ca",
+    )?;
     Ok(TlsPaths {
         ca: p("ca.pem"),
         client_cert: p("client.pem"),
         client_key: p("client-key.pem"),
         wrong_ca: p("wrong-ca.pem"),
+        stranger_cert: p("stranger.pem"),
+        stranger_key: p("stranger-key.pem"),
         server_cert: p("server.pem"),
         server_key: p("server-key.pem"),
     })

@@ -51,6 +51,8 @@ pub(super) struct Spec {
     /// Serve clients over mutual TLS with these files.
     pub tls: Option<TlsPaths>,
     pub timing: Timing,
+    /// More of etcd's flags, after the ones above.
+    pub extra: Vec<OsString>,
 }
 
 /// One etcd process and everything needed to start it again identically.
@@ -73,6 +75,7 @@ impl Member {
             cluster_token,
             tls,
             timing,
+            extra,
         } = spec;
         fs::create_dir_all(&dir)?;
         let scheme = if tls.is_some() { "https" } else { "http" };
@@ -119,6 +122,7 @@ impl Member {
                 "--client-cert-auth".into(),
             ]);
         }
+        args.extend(extra);
         Ok(Member {
             dir,
             client_port,
