@@ -71,6 +71,7 @@ fn conf(subnet: &str, start: &str, end: &str) -> IpamConf {
         key_prefix: "/kube-ipam".into(),
         write_original_keys: false,
         call_timeout: kube_ipam::config::DEFAULT_CALL_TIMEOUT,
+        node_lost_after: Some(kube_ipam::config::DEFAULT_NODE_LOST_AFTER),
     }
 }
 
@@ -193,6 +194,7 @@ fn add_release<S: LeaseStore>(rt: &tokio::runtime::Runtime, alloc: &Allocator<S>
         },
         wanted: vec![],
         sticky: false,
+        pool: None,
     };
     rt.block_on(async {
         let att = alloc.add(&req).await.expect("add");

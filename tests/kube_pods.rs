@@ -569,3 +569,101 @@ fn one_annotation_serves_several_networks() {
     );
     assert_eq!(held(&s3, &net3).len(), 1);
 }
+
+/// The pod's annotations as containerd and CRI-O pass them to a plugin that declares the
+/// `io.kubernetes.cri.pod-annotations` capability.
+fn with_runtime_annotations(conf: &str, annotations: Value) -> String {
+    let mut doc: Value = serde_json::from_str(conf).expect("conf");
+    doc["runtimeConfig"] = json!({ "io.kubernetes.cri.pod-annotations": annotations });
+    doc.to_string()
+}
+
+#[test]
+fn annotations_from_the_runtime_spare_the_api_its_lookup() {
+    let api = KubeApi::start().expect("stand-in API");
+    let s = Scratch::new();
+    let conf = network(&s, api.kubeconfig(), json!({}));
+    let ann = json!({"kube-ipam.ip": "10.188.0.216", "kube-ipam.netmask": "16",
+                     "kube-ipam.gateway": "10.188.0.1", "io.kubernetes.pod.name": "x"});
+    let uid = api.add_pod(NS, "from-runtime", &[]);
+    // The API is down: a free fixed address still goes, as the runtime's annotations say.
+    api.set_mode(ApiMode::Unavailable);
+    let r = pod_call(
+        "ADD",
+        "ctr-r",
+        "from-runtime",
+        &uid,
+        "node-a",
+        &with_runtime_annotations(&conf, ann.clone()),
+    )
+    .ok();
+    assert_eq!(addresses(&r), ["10.188.0.216/16"]);
+    assert_eq!(r["ips"][0]["gateway"], "10.188.0.1");
+    assert!(api.requests().is_empty(), "{:?}", api.requests());
+    // Held by a live pod: the decision is about that pod, which only the API knows.
+    let other = api.add_pod(NS, "second", &[]);
+    let e = pod_call(
+        "ADD",
+        "ctr-s",
+        "second",
+        &other,
+        "node-a",
+        &with_runtime_annotations(&conf, ann.clone()),
+    )
+    .err(11);
+    assert!(e.contains("prod/from-runtime"), "{e}");
+    api.set_mode(ApiMode::Serve);
+    let e = pod_call(
+        "ADD",
+        "ctr-s",
+        "second",
+        &other,
+        "node-a",
+        &with_runtime_annotations(&conf, ann.clone()),
+    )
+    .err(11);
+    assert!(
+        e.contains("10.188.0.216 is held by pod prod/from-runtime"),
+        "{e}"
+    );
+    assert!(
+        api.requests()
+            .iter()
+            .all(|r| r.contains("/pods/from-runtime")),
+        "asked about another pod than the holder: {:?}",
+        api.requests()
+    );
+
+    // Without any kubeconfig, the runtime's annotations are all there is, and enough.
+    let s2 = Scratch::new();
+    let bare = s2.conf(
+        "1.0.0",
+        json!({"subnet": "10.188.0.0/16", "rangeStart": "10.188.0.10", "rangeEnd": "10.188.0.200",
+               "gateway": "10.188.0.1"}),
+    );
+    let r = pod_call(
+        "ADD",
+        "ctr-b",
+        "bare",
+        "u-bare",
+        "node-a",
+        &with_runtime_annotations(&bare, json!({"kube-ipam.ip": "10.188.0.217"})),
+    )
+    .ok();
+    assert_eq!(addresses(&r), ["10.188.0.217/16"]);
+    // And they are checked like the API's: a bad one is error 7 naming it.
+    let e = pod_call(
+        "ADD",
+        "ctr-c",
+        "bad",
+        "u-bad",
+        "node-a",
+        &with_runtime_annotations(&bare, json!({"kube-ipam.ip": "10.188.0.300"})),
+    )
+    .err(7);
+    assert!(
+        e.contains("pod annotation kube-ipam.ip") && e.contains("10.188.0.300"),
+        "{e}"
+    );
+    consistent(&s, &conf);
+}

@@ -300,7 +300,7 @@ pub async fn release(conf: &NetConf, ip: IpAddr) -> Result<i32> {
         (Some((att, rev)), _) if att.ips.iter().any(|i| i.address == ip) => {
             alloc.release_seen(&att, rev, Release::Free).await?
         }
-        // Parked for a sticky pod: the binding lets go of it too.
+        // Parked for its pod: the binding lets go of it too.
         (_, Some(pod)) if h.is_binding() && alloc.unbind(pod, ip).await? => true,
         // A record nothing else lists: free just that record, as it was read.
         _ => {
@@ -312,8 +312,8 @@ pub async fn release(conf: &NetConf, ip: IpAddr) -> Result<i32> {
                 .await?
         }
     };
-    // An operator freeing a sticky address means it: the pod does not get it back either.
-    if let (true, Kind::Sticky, Some(pod)) = (released, rec.kind, &h.pod) {
+    // An operator freeing a kept address means it: the pod does not get it back either.
+    if let (true, Kind::Sticky | Kind::Pool, Some(pod)) = (released, rec.kind, &h.pod) {
         alloc.unbind(pod, ip).await?;
     }
     if released {

@@ -13,7 +13,7 @@ use kube_ipam_store::{Holder, Keys, LeaseStore, PodRef};
 use serde_json::{json, Value};
 
 use crate::config::{self, NetConf};
-use crate::engine::{AddRequest, Allocator, Wanted};
+use crate::engine::{AddRequest, Allocator, PoolRequest, Wanted};
 use crate::pod::kube::KubeDirectory;
 use crate::pod::{self, annotations, PodDirectory};
 use crate::{dns, stores, Error, Result};
@@ -291,18 +291,24 @@ async fn verb<S: LeaseStore>(
 struct Asker {
     holder: Holder,
     annotations: BTreeMap<String, String>,
+    /// The pod's ordinal when a StatefulSet controls it.
+    ordinal: Option<u64>,
+    /// Lookups of other pods: whether the holder of an address asked for is gone.
     pods: Option<Arc<dyn PodDirectory>>,
 }
 
 impl Asker {
-    /// Looks the pod up when CNI_ARGS name one and this node can reach the API. Once a
-    /// kubeconfig is in use, every failure is "try again later": an annotated pod must never
-    /// get a random address because the API was slow.
+    /// Finds out who asks. The pod's annotations come from the runtime when it passes them
+    /// (the `io.kubernetes.cri.pod-annotations` capability), else from the API when CNI_ARGS
+    /// name a pod and this node can reach it. Once the API is asked, every failure is "try
+    /// again later": an annotated pod must never get a random address because the API was
+    /// slow.
     async fn resolve(env: &Env, conf: &NetConf) -> Result<Asker> {
         let mut holder = holder(env);
         let mut asker = Asker {
             holder: holder.clone(),
             annotations: BTreeMap::new(),
+            ordinal: None,
             pods: None,
         };
         let Some(pod) = holder.pod.as_mut() else {
@@ -310,23 +316,38 @@ impl Asker {
         };
         let Some(path) = pod::kubeconfig(conf.ipam.kube_config.as_deref()) else {
             tracing::debug!(
-                "no kubeConfig and no {}: pod annotations are not read",
+                "no kubeConfig and no {}: only the runtime's pod annotations are read",
                 pod::DEFAULT_KUBECONFIG
             );
+            asker.annotations = conf.pod_annotations.clone().unwrap_or_default();
             return Ok(asker);
         };
+        // Building the client reads the kubeconfig and asks nothing yet.
         let dir = KubeDirectory::connect(&path, pod::kube::REQUEST_TIMEOUT).await?;
-        let Some(meta) = dir.pod(&pod.namespace, &pod.name).await? else {
-            return Err(Error::Kubernetes(format!(
-                "pod {}/{} does not exist",
-                pod.namespace, pod.name
-            )));
-        };
-        if pod.uid.is_none() {
-            pod.uid = meta.uid;
+        // A pool serves a StatefulSet's pods by ordinal, and only the API knows the pod's
+        // controller: with a pool, the pod is looked up even when the runtime passed its
+        // annotations.
+        let needs_api = conf
+            .pod_annotations
+            .as_ref()
+            .is_none_or(|a| a.contains_key(annotations::IP_POOL));
+        if needs_api {
+            let Some(meta) = dir.pod(&pod.namespace, &pod.name).await? else {
+                return Err(Error::Kubernetes(format!(
+                    "pod {}/{} does not exist",
+                    pod.namespace, pod.name
+                )));
+            };
+            if pod.uid.is_none() {
+                pod.uid.clone_from(&meta.uid);
+            }
+            asker.ordinal = meta.stateful_ordinal(&pod.name);
+            asker.annotations = meta.annotations;
+        }
+        if let Some(given) = &conf.pod_annotations {
+            asker.annotations = given.clone();
         }
         asker.holder = holder;
-        asker.annotations = meta.annotations;
         asker.pods = Some(Arc::new(dir));
         Ok(asker)
     }
@@ -335,9 +356,11 @@ impl Asker {
     /// them), else the pod's annotations.
     fn request(self, env: &Env, conf: &NetConf) -> Result<AddRequest> {
         let mut wanted = wanted(env, conf);
+        let mut pool = None;
         let sticky = if wanted.is_empty() {
             let intent = annotations::parse(&self.annotations)?;
             wanted = annotated(intent.ips, &self.annotations, conf);
+            pool = pooled(intent.pool, &self.annotations, conf, self.ordinal);
             intent.sticky
         } else {
             annotations::sticky(&self.annotations)?
@@ -346,8 +369,32 @@ impl Asker {
             holder: self.holder,
             wanted,
             sticky: sticky || conf.ipam.sticky_ips,
+            pool,
         })
     }
+}
+
+fn subnets(conf: &NetConf) -> Vec<ipnet::IpNet> {
+    conf.ipam
+        .range_sets
+        .iter()
+        .flat_map(|s| s.ranges.iter().map(|r| r.subnet))
+        .collect()
+}
+
+fn field(annotation: &str) -> String {
+    format!("pod annotation {annotation}")
+}
+
+/// One annotation may serve several networks, so one that names nothing of this network is
+/// no error; but it is most likely a typo, and must be findable.
+fn names_nothing_here(annotation: &str, raw: &BTreeMap<String, String>, subnets: &[ipnet::IpNet]) {
+    tracing::warn!(
+        annotation,
+        value = %raw.get(annotation).map(String::as_str).unwrap_or_default(),
+        subnets = %subnets.iter().map(ToString::to_string).collect::<Vec<_>>().join(","),
+        "the annotation names no address in this network's subnets; a dynamic address is handed out"
+    );
 }
 
 /// The annotated addresses that belong to this network. One pod annotation may serve several
@@ -358,24 +405,21 @@ fn annotated(
     raw: &BTreeMap<String, String>,
     conf: &NetConf,
 ) -> Vec<Wanted> {
-    let subnets: Vec<ipnet::IpNet> = conf
-        .ipam
-        .range_sets
-        .iter()
-        .flat_map(|s| s.ranges.iter().map(|r| r.subnet))
-        .collect();
+    let subnets = subnets(conf);
     let ours = |a: &std::net::IpAddr| subnets.iter().any(|n| n.contains(a));
     let (mine, others): (Vec<_>, Vec<_>) = ips.into_iter().partition(|(ip, _)| ours(&ip.address));
-    if !others.is_empty() {
+    if mine.is_empty() && !others.is_empty() {
+        names_nothing_here(annotations::IP, raw, &subnets);
+    } else if !others.is_empty() {
         tracing::debug!(
             others = %others.iter().map(|(ip, _)| ip.address.to_string()).collect::<Vec<_>>().join(","),
             "annotated addresses outside this network's subnets are left to other networks"
         );
     }
-    let ip_field = format!("pod annotation {}", annotations::IP);
-    let gw_field = format!("pod annotation {}", annotations::GATEWAY);
+    let ip_field = field(annotations::IP);
+    let gw_field = field(annotations::GATEWAY);
     let mask_field = if raw.contains_key(annotations::NETMASK) {
-        format!("pod annotation {}", annotations::NETMASK)
+        field(annotations::NETMASK)
     } else {
         ip_field.clone()
     };
@@ -393,6 +437,57 @@ fn annotated(
             }
         })
         .collect()
+}
+
+/// The pod's pool as far as this network goes: the entries that reach into its subnets,
+/// each with its gateway under the same rule as [`annotated`]'s.
+fn pooled(
+    spans: Vec<config::PoolSpan>,
+    raw: &BTreeMap<String, String>,
+    conf: &NetConf,
+    ordinal: Option<u64>,
+) -> Option<PoolRequest> {
+    if spans.is_empty() {
+        return None;
+    }
+    let subnets = subnets(conf);
+    let reaches = |s: &config::PoolSpan| {
+        subnets.iter().any(|n| {
+            n.addr().is_ipv4() == s.first.is_ipv4()
+                && n.network() <= s.last
+                && s.first <= n.broadcast()
+        })
+    };
+    let (mine, others): (Vec<_>, Vec<_>) = spans.into_iter().partition(|s| reaches(s));
+    if mine.is_empty() {
+        names_nothing_here(annotations::IP_POOL, raw, &subnets);
+        return None;
+    }
+    let ours = |a: &std::net::IpAddr| subnets.iter().any(|n| n.contains(a));
+    let spans = mine
+        .into_iter()
+        .map(|s| {
+            let shared_family = others
+                .iter()
+                .any(|o| o.first.is_ipv4() == s.first.is_ipv4());
+            config::PoolSpan {
+                gateway: s.gateway.filter(|g| !shared_family || ours(g)),
+                ..s
+            }
+        })
+        .collect();
+    let source = field(annotations::IP_POOL);
+    Some(PoolRequest {
+        mask_source: if raw.contains_key(annotations::NETMASK) {
+            field(annotations::NETMASK)
+        } else {
+            source.clone()
+        },
+        gateway_source: field(annotations::GATEWAY),
+        source,
+        spans,
+        ordinal,
+    })
 }
 
 fn holder(env: &Env) -> Holder {

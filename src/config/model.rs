@@ -1,6 +1,7 @@
 //! The validated network config the rest of the plugin works from. Parsing and checking live in
 //! the sibling modules; nothing here can hold an invalid value once `parse` has returned it.
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -24,6 +25,9 @@ pub struct NetConf {
     pub prev_result: Option<serde_json::Value>,
     /// GC: `cni.dev/valid-attachments` (or the older `cni.dev/attachments`). `None`: not given.
     pub valid_attachments: Option<Vec<AttachmentRef>>,
+    /// `runtimeConfig["io.kubernetes.cri.pod-annotations"]`: the pod's annotations as the
+    /// runtime knows them. `None`: the runtime passed none, ask the API.
+    pub pod_annotations: Option<BTreeMap<String, String>>,
 }
 
 /// An address asked for by name, with an optional prefix length (`10.1.2.3/24` or `10.1.2.3`).
@@ -31,6 +35,16 @@ pub struct NetConf {
 pub struct RequestedIp {
     pub address: IpAddr,
     pub prefix_len: Option<u8>,
+}
+
+/// One entry of a pod's address pool (`kube-ipam.ip-pool`): an address or an inclusive range
+/// of one family, with the netmask and gateway the pod gave for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolSpan {
+    pub first: IpAddr,
+    pub last: IpAddr,
+    pub prefix_len: Option<u8>,
+    pub gateway: Option<IpAddr>,
 }
 
 /// One entry of the GC attachment list.
@@ -73,6 +87,10 @@ pub struct IpamConf {
     /// `callTimeout` in seconds (default 20): the most one call may take, on either store,
     /// waits for other processes and retries included.
     pub call_timeout: Duration,
+    /// How long a node must have been not Ready before a terminating pod on it gives up the
+    /// address another pod asks for (`nodeLostAfter`, default 300 s); `None` when
+    /// `takeoverFromLostNodes` is false: such addresses wait until the pod object is gone.
+    pub node_lost_after: Option<Duration>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

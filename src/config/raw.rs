@@ -5,6 +5,8 @@
 //! a decoder error that stops at the first one. Unknown keys are ignored at every level because
 //! main plugins, runtimes and Multus all add their own.
 
+use std::collections::BTreeMap;
+
 use serde::Deserialize;
 
 #[derive(Debug, Default, Deserialize)]
@@ -67,6 +69,12 @@ pub(crate) struct RawIpam {
     /// Seconds.
     #[serde(rename = "callTimeout")]
     pub call_timeout: Option<f64>,
+    /// Seconds a node must have been not Ready before the addresses of its terminating pods
+    /// may be taken over.
+    #[serde(rename = "nodeLostAfter")]
+    pub node_lost_after: Option<f64>,
+    #[serde(rename = "takeoverFromLostNodes")]
+    pub takeover_from_lost_nodes: Option<bool>,
 }
 
 impl RawIpam {
@@ -151,6 +159,10 @@ pub(crate) struct RawRuntimeConfig {
     /// The `ipRanges` capability: range sets that come before the configured ones.
     #[serde(rename = "ipRanges")]
     pub ip_ranges: Option<Vec<Vec<RawRange>>>,
+    /// The pod's annotations, which containerd and CRI-O pass to plugins that declare the
+    /// `io.kubernetes.cri.pod-annotations` capability.
+    #[serde(rename = "io.kubernetes.cri.pod-annotations")]
+    pub pod_annotations: Option<BTreeMap<String, String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

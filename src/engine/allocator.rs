@@ -12,7 +12,8 @@ use kube_ipam_store::{AttachedIp, Compare, Holder, Keys, Kind, LeaseStore, Origi
 
 use super::original::Original;
 use super::pool::Pool;
-use crate::config::{IpamConf, RequestedIp};
+use crate::config::{IpamConf, PoolSpan, RequestedIp};
+use crate::pod::lost::Policy;
 use crate::pod::PodDirectory;
 
 /// Claims lost to concurrent allocators before ADD gives up with "try again later".
@@ -38,6 +39,21 @@ pub struct AddRequest {
     pub wanted: Vec<Wanted>,
     /// Keep the dynamic addresses for the pod (by namespace/name) across recreations.
     pub sticky: bool,
+    /// Addresses to take one of per range set, where `wanted` names none.
+    pub pool: Option<PoolRequest>,
+}
+
+/// A pod's address pool: one address of it per range set whose subnets it reaches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolRequest {
+    /// Where the pool and its netmask and gateway came from, for error messages.
+    pub source: String,
+    pub mask_source: String,
+    pub gateway_source: String,
+    pub spans: Vec<PoolSpan>,
+    /// The pod's ordinal in its StatefulSet. Such a pod prefers the pool's address at that
+    /// position and keeps what it got across recreations, as a sticky address is kept.
+    pub ordinal: Option<u64>,
 }
 
 /// What ADD decided for one range set.
@@ -48,7 +64,18 @@ pub(super) enum Choice {
         addr: IpAddr,
         gateway: Option<IpAddr>,
     },
+    /// Any one of the pod's pool addresses that lie in the set, in the pool's order.
+    Pool(Vec<Candidate>),
     Dynamic,
+}
+
+/// A pool address that may be handed out in one range set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Candidate {
+    /// The range of the set it lies in.
+    pub pool: usize,
+    pub addr: IpAddr,
+    pub gateway: Option<IpAddr>,
 }
 
 /// What a release does with sticky addresses.
@@ -77,6 +104,8 @@ pub struct Allocator<S> {
     pub(super) sets: Vec<Vec<Pool>>,
     pub(super) pods: Option<Arc<dyn PodDirectory>>,
     pub(super) original: Original,
+    /// When a terminating holder on a lost node yields its address.
+    pub(super) lost: Policy,
 }
 
 impl<S: LeaseStore> Allocator<S> {
@@ -98,6 +127,9 @@ impl<S: LeaseStore> Allocator<S> {
             sets,
             pods: None,
             original,
+            lost: Policy {
+                not_ready_for: conf.node_lost_after,
+            },
         }
     }
 

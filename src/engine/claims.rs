@@ -11,10 +11,12 @@ use kube_ipam_store::{
 };
 use rand::Rng;
 
+use super::ip_pool::Pooled;
 use super::original::OriginalHeld;
 use super::pool::{to_u128, Pool};
 use super::search::Start;
 use crate::metrics::counts::{self, Counter};
+use crate::pod::lost;
 use crate::{Error, Result};
 
 use super::allocator::{
@@ -25,7 +27,12 @@ impl<S: LeaseStore> Allocator<S> {
     /// Gives the attachment one address per range set, or returns what it already holds.
     pub async fn add(&self, req: &AddRequest) -> Result<Attachment> {
         let choices = self.plan(req)?;
+        // A StatefulSet's pod keeps its pool addresses as a sticky pod keeps its dynamic
+        // ones: through a binding to its name.
+        let binds_pool = req.pool.as_ref().is_some_and(|p| p.ordinal.is_some())
+            && choices.iter().any(|c| matches!(c, Choice::Pool(_)));
         let sticky_pod = req.holder.pod.as_ref().filter(|_| req.sticky);
+        let bound_pod = req.holder.pod.as_ref().filter(|_| req.sticky || binds_pool);
         let owner_key = self
             .keys
             .owner(&req.holder.container_id, &req.holder.ifname);
@@ -38,9 +45,15 @@ impl<S: LeaseStore> Allocator<S> {
             {
                 return repeat(existing, req, &choices);
             }
-            let binding = match sticky_pod {
+            let binding = match bound_pod {
                 Some(p) => self.binding(p).await?,
                 None => None,
+            };
+            let kept = |kind: Kind| {
+                binding
+                    .iter()
+                    .flat_map(|(b, _)| b.ips.iter())
+                    .filter(move |i| i.kind == kind)
             };
             let mut compares = vec![Compare::Absent(owner_key.clone())];
             let mut ips = Vec::with_capacity(choices.len());
@@ -63,12 +76,51 @@ impl<S: LeaseStore> Allocator<S> {
                             return Err(Error::Internal(format!("fixed {addr} judged stale")))
                         }
                     },
+                    Choice::Pool(candidates) => {
+                        let pool = req.pool.as_ref().ok_or_else(|| {
+                            Error::Internal("a pool choice without a pool".into())
+                        })?;
+                        let ours = kept(Kind::Pool)
+                            .filter(|_| binds_pool)
+                            .find_map(|i| candidates.iter().find(|c| c.addr == i.address));
+                        if let (Some(c), Some(pod)) = (ours, bound_pod) {
+                            match self
+                                .claim(c.addr, &req.holder, Some(pod), &original)
+                                .await?
+                            {
+                                Claim::Free(cmp) => {
+                                    compares.push(cmp);
+                                    let p = &set[c.pool];
+                                    ips.push(attached(p, to_u128(c.addr), Kind::Pool, c.gateway));
+                                    continue;
+                                }
+                                Claim::TookOver => continue 'attempt,
+                                Claim::Stale => {
+                                    tracing::warn!(
+                                        address = %c.addr,
+                                        pod = %format!("{}/{}", pod.namespace, pod.name),
+                                        "pool address kept for the pod is now held by another; picking again"
+                                    );
+                                }
+                            }
+                        }
+                        let bound_to = bound_pod.filter(|_| binds_pool);
+                        match self
+                            .pick_pooled(pool, candidates, &req.holder, bound_to, &original)
+                            .await?
+                        {
+                            Pooled::Free(c, cmp) => {
+                                compares.push(cmp);
+                                let p = &set[c.pool];
+                                ips.push(attached(p, to_u128(c.addr), Kind::Pool, c.gateway));
+                            }
+                            Pooled::TookOver => continue 'attempt,
+                        }
+                    }
                     Choice::Dynamic => {
-                        let kept = binding.as_ref().and_then(|(b, _)| {
-                            b.ips.iter().find_map(|i| {
-                                let v = to_u128(i.address);
-                                set.iter().find(|p| p.contains_dynamic(v)).map(|p| (p, v))
-                            })
+                        let kept = kept(Kind::Sticky).find_map(|i| {
+                            let v = to_u128(i.address);
+                            set.iter().find(|p| p.contains_dynamic(v)).map(|p| (p, v))
                         });
                         if let (Some((p, v)), Some(pod)) = (kept, sticky_pod) {
                             match self
@@ -119,11 +171,13 @@ impl<S: LeaseStore> Allocator<S> {
             }
             mutations.push(Mutation::Put(owner_key.clone(), encode(&attachment)));
             self.guard_original(&req.holder, &ips, &mut compares, &mut mutations);
-            if let Some(pod) = sticky_pod {
+            if let Some(pod) = bound_pod {
+                let keeps =
+                    |i: &AttachedIp| i.kind == Kind::Sticky || (binds_pool && i.kind == Kind::Pool);
                 self.rebind(
                     pod,
                     binding.as_ref(),
-                    &ips,
+                    ips.iter().filter(|i| keeps(i)).cloned().collect(),
                     now,
                     &mut compares,
                     &mut mutations,
@@ -160,24 +214,20 @@ impl<S: LeaseStore> Allocator<S> {
         )))
     }
 
-    /// Adds to a claim the write of the pod's binding: its sticky addresses as just chosen.
-    /// Addresses the binding no longer keeps (the config changed, or they went to another
-    /// pod) stop being reserved for it in the same commit.
+    /// Adds to a claim the write of the pod's binding: the addresses it keeps (sticky, and a
+    /// StatefulSet pod's pool addresses) as just chosen. Addresses the binding no longer
+    /// keeps (the config or the pool changed, or they went to another pod) stop being
+    /// reserved for it in the same commit.
     async fn rebind(
         &self,
         pod: &PodRef,
         old: Option<&(Binding, Revision)>,
-        ips: &[AttachedIp],
+        sticky: Vec<AttachedIp>,
         now: u64,
         compares: &mut Vec<Compare>,
         mutations: &mut Vec<Mutation>,
     ) -> Result<()> {
         let key = self.keys.binding(&pod.namespace, &pod.name);
-        let sticky: Vec<AttachedIp> = ips
-            .iter()
-            .filter(|i| i.kind == Kind::Sticky)
-            .cloned()
-            .collect();
         // Every address named (fixed): nothing to keep for the pod.
         if sticky.is_empty() && old.is_none() {
             return Ok(());
@@ -212,10 +262,18 @@ impl<S: LeaseStore> Allocator<S> {
         Ok(())
     }
 
-    /// Matches every wanted address to a range set; sets without one get a dynamic address.
-    /// The same address asked for twice counts once (podman repeats them).
+    /// Matches every wanted address to a range set, else the pod's pool; sets without
+    /// either get a dynamic address. The same address asked for twice counts once (podman
+    /// repeats them).
     fn plan(&self, req: &AddRequest) -> Result<Vec<Choice>> {
         let mut choices = vec![Choice::Dynamic; self.sets.len()];
+        if let (true, Some(pool)) = (req.wanted.is_empty(), &req.pool) {
+            for (set, candidates) in self.pool_candidates(pool)?.into_iter().enumerate() {
+                if !candidates.is_empty() {
+                    choices[set] = Choice::Pool(candidates);
+                }
+            }
+        }
         let mut set_taken: Vec<Option<IpAddr>> = vec![None; self.sets.len()];
         for w in &req.wanted {
             let (set, pool) = self.locate_fixed(w)?;
@@ -247,68 +305,80 @@ impl<S: LeaseStore> Allocator<S> {
     /// declares a fixed zone, in that zone or the dynamic range.
     fn locate_fixed(&self, w: &Wanted) -> Result<(usize, usize)> {
         let addr = w.ip.address;
+        let Some((s, p)) = self.find_range(addr) else {
+            return Err(Error::config(
+                &w.source,
+                addr,
+                "is not in any configured subnet",
+            ));
+        };
+        self.check_named(w, s, p)?;
+        Ok((s, p))
+    }
+
+    /// The range set and range whose subnet holds `addr`.
+    pub(super) fn find_range(&self, addr: IpAddr) -> Option<(usize, usize)> {
+        self.sets.iter().enumerate().find_map(|(s, set)| {
+            set.iter()
+                .position(|p| p.range.subnet.contains(&addr))
+                .map(|p| (s, p))
+        })
+    }
+
+    /// Whether `w` may be handed out by name from range `p` of set `s`, whose subnet holds it.
+    pub(super) fn check_named(&self, w: &Wanted, s: usize, p: usize) -> Result<()> {
+        let addr = w.ip.address;
         let v = to_u128(addr);
-        for (s, set) in self.sets.iter().enumerate() {
-            for (p, pool) in set.iter().enumerate() {
-                let r = &pool.range;
-                if !r.subnet.contains(&addr) {
-                    continue;
-                }
-                let bad = |why: String| Err(Error::config(&w.source, addr, why));
-                if let (Some(len), Some(mask_source)) = (w.ip.prefix_len, &w.mask_source) {
-                    if len != r.subnet.prefix_len() {
-                        return Err(Error::config(
-                            mask_source,
-                            format!("/{len}"),
-                            format!(
-                                "for {addr} differs from subnet {}; leave it out or give /{}",
-                                r.subnet,
-                                r.subnet.prefix_len()
-                            ),
-                        ));
-                    }
-                }
-                if addr == r.subnet.network() || (!pool.v6 && addr == r.subnet.broadcast()) {
-                    return bad(format!(
-                        "is the network or broadcast address of {}",
-                        r.subnet
-                    ));
-                }
-                if r.gateway == Some(addr) {
-                    return bad(format!("is the gateway of {}", r.subnet));
-                }
-                let in_dynamic = v >= pool.start && v <= pool.end;
-                if let Some((fs, fe)) = r.fixed {
-                    if !in_dynamic && (v < to_u128(fs) || v > to_u128(fe)) {
-                        return bad(format!(
-                            "lies outside the fixed zone {fs}-{fe} and the dynamic range {}-{}",
-                            r.range_start, r.range_end
-                        ));
-                    }
-                }
-                if let Some((source, gw)) = &w.gateway {
-                    let bad_gw = |why: String| Err(Error::config(source, gw, why));
-                    if !r.subnet.contains(gw) {
-                        return bad_gw(format!("is outside subnet {} of {addr}", r.subnet));
-                    }
-                    if *gw == addr {
-                        return bad_gw("is the pod's own address".into());
-                    }
-                    if *gw == r.subnet.network() || (!pool.v6 && *gw == r.subnet.broadcast()) {
-                        return bad_gw(format!(
-                            "is the network or broadcast address of {}",
-                            r.subnet
-                        ));
-                    }
-                }
-                return Ok((s, p));
+        let pool = &self.sets[s][p];
+        let r = &pool.range;
+        let bad = |why: String| Err(Error::config(&w.source, addr, why));
+        if let (Some(len), Some(mask_source)) = (w.ip.prefix_len, &w.mask_source) {
+            if len != r.subnet.prefix_len() {
+                return Err(Error::config(
+                    mask_source,
+                    format!("/{len}"),
+                    format!(
+                        "for {addr} differs from subnet {}; leave it out or give /{}",
+                        r.subnet,
+                        r.subnet.prefix_len()
+                    ),
+                ));
             }
         }
-        Err(Error::config(
-            &w.source,
-            addr,
-            "is not in any configured subnet",
-        ))
+        if addr == r.subnet.network() || (!pool.v6 && addr == r.subnet.broadcast()) {
+            return bad(format!(
+                "is the network or broadcast address of {}",
+                r.subnet
+            ));
+        }
+        if r.gateway == Some(addr) {
+            return bad(format!("is the gateway of {}", r.subnet));
+        }
+        let in_dynamic = v >= pool.start && v <= pool.end;
+        if let Some((fs, fe)) = r.fixed {
+            if !in_dynamic && (v < to_u128(fs) || v > to_u128(fe)) {
+                return bad(format!(
+                    "lies outside the fixed zone {fs}-{fe} and the dynamic range {}-{}",
+                    r.range_start, r.range_end
+                ));
+            }
+        }
+        if let Some((source, gw)) = &w.gateway {
+            let bad_gw = |why: String| Err(Error::config(source, gw, why));
+            if !r.subnet.contains(gw) {
+                return bad_gw(format!("is outside subnet {} of {addr}", r.subnet));
+            }
+            if *gw == addr {
+                return bad_gw("is the pod's own address".into());
+            }
+            if *gw == r.subnet.network() || (!pool.v6 && *gw == r.subnet.broadcast()) {
+                return bad_gw(format!(
+                    "is the network or broadcast address of {}",
+                    r.subnet
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Can `me` claim the named address `ip`? For a sticky address, `sticky_for` is the pod
@@ -360,26 +430,51 @@ impl<S: LeaseStore> Allocator<S> {
         Err(Error::TryAgain(format!("{ip} is held by {}", rec.holder)))
     }
 
-    /// Why the API says the pod holding a record no longer exists; `None` when it does or
-    /// when nobody can tell.
-    async fn holder_gone(&self, holder: &Holder) -> Result<Option<String>> {
+    /// Why Kubernetes has given up the pod holding a record: the API says it no longer
+    /// exists, or exists with another uid (recreated), or it is terminating on a node that is
+    /// lost. `None` when it is live, or when nobody can tell. Every failure to ask fails the
+    /// call: an address is never taken over on a guess.
+    pub(super) async fn holder_gone(&self, holder: &Holder) -> Result<Option<String>> {
         let (Some(pods), Some(p)) = (&self.pods, &holder.pod) else {
             return Ok(None);
         };
-        Ok(match pods.pod(&p.namespace, &p.name).await? {
-            None => Some(format!("pod {}/{} no longer exists", p.namespace, p.name)),
-            Some(now) => match (&p.uid, &now.uid) {
-                (Some(was), Some(is)) if was != is => Some(format!(
+        let Some(now) = pods.holder(&p.namespace, &p.name).await? else {
+            return Ok(Some(format!(
+                "pod {}/{} no longer exists",
+                p.namespace, p.name
+            )));
+        };
+        if let (Some(was), Some(is)) = (&p.uid, &now.uid) {
+            if was != is {
+                return Ok(Some(format!(
                     "pod {}/{} was recreated (uid {was} is now {is})",
                     p.namespace, p.name
-                )),
-                _ => None,
-            },
-        })
+                )));
+            }
+        }
+        let clock = i64::try_from(unix_now()).unwrap_or(i64::MAX);
+        let lost::Verdict::AskNode(node) = lost::terminating(&now, &self.lost, clock) else {
+            return Ok(None);
+        };
+        let state = pods.node(&node).await?;
+        Ok(
+            lost::node_lost(&node, state.as_ref(), &self.lost, clock).map(|why| {
+                format!(
+                    "pod {}/{} is terminating past its grace period and {why}",
+                    p.namespace, p.name
+                )
+            }),
+        )
     }
 
     /// Releases the attachment of a holder that is gone, as its DEL would have.
-    async fn take_over(&self, ip: IpAddr, rec: &IpRecord, rev: Revision, why: &str) -> Result<()> {
+    pub(super) async fn take_over(
+        &self,
+        ip: IpAddr,
+        rec: &IpRecord,
+        rev: Revision,
+        why: &str,
+    ) -> Result<()> {
         let h = &rec.holder;
         let counted = counts::event(
             &self.keys,

@@ -6,13 +6,14 @@ mod claims;
 pub mod hints;
 mod imports;
 mod inspection;
+mod ip_pool;
 mod original;
 pub mod pool;
 mod releases;
 pub mod scan;
 pub mod search;
 
-pub use allocator::{unix_now, AddRequest, Allocator, Release, Wanted};
+pub use allocator::{unix_now, AddRequest, Allocator, PoolRequest, Release, Wanted};
 pub use bitmap::Bitmap;
 pub use imports::Imported;
 pub use inspection::Verified;
@@ -24,3 +25,5 @@ mod original_tests;
 pub(crate) mod pod_tests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod workload_tests;

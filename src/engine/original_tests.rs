@@ -25,6 +25,7 @@ fn add(id: &str) -> AddRequest {
         },
         wanted: vec![],
         sticky: false,
+        pool: None,
     }
 }
 

@@ -11,52 +11,92 @@ use proptest::prelude::*;
 use super::tests::{ip, ipam, range, rt};
 use super::{AddRequest, Allocator, Release, Wanted};
 use crate::config::RequestedIp;
-use crate::pod::{PodDirectory, PodId, PodMeta};
+use crate::pod::{NodeState, PodDirectory, PodId, PodMeta};
 use crate::{Error, Result};
 
-/// The API's view of pods: uid by namespace/name; `down` makes every lookup fail.
+/// The API's view of pods (by namespace/name) and nodes; `down` makes every lookup fail.
 #[derive(Default)]
 pub(crate) struct Pods {
-    uids: Mutex<HashMap<(String, String), String>>,
+    pods: Mutex<HashMap<(String, String), PodMeta>>,
+    nodes: Mutex<HashMap<String, NodeState>>,
     pub(crate) down: Mutex<bool>,
 }
 
 impl Pods {
     pub(crate) fn set(&self, name: &str, uid: &str) {
-        let mut m = self.uids.lock().unwrap();
-        m.insert(("ns".into(), name.into()), uid.into());
+        let meta = PodMeta {
+            uid: Some(uid.into()),
+            node: Some("n1".into()),
+            ..Default::default()
+        };
+        self.pods
+            .lock()
+            .unwrap()
+            .insert(("ns".into(), name.into()), meta);
     }
     pub(crate) fn remove(&self, name: &str) {
-        self.uids
+        self.pods
             .lock()
             .unwrap()
             .remove(&("ns".into(), name.into()));
+    }
+    /// Marks a pod for deletion with its grace period over `ago` seconds ago.
+    pub(crate) fn terminating(&self, name: &str, ago: i64) {
+        let now = i64::try_from(super::unix_now()).unwrap();
+        if let Some(p) = self
+            .pods
+            .lock()
+            .unwrap()
+            .get_mut(&("ns".into(), name.into()))
+        {
+            p.deletion = Some(now - ago);
+        }
+    }
+    pub(crate) fn node(&self, name: &str, state: Option<NodeState>) {
+        let mut nodes = self.nodes.lock().unwrap();
+        match state {
+            Some(s) => nodes.insert(name.into(), s),
+            None => nodes.remove(name),
+        };
+    }
+    fn up(&self) -> Result<()> {
+        if *self.down.lock().unwrap() {
+            return Err(Error::Kubernetes("connection refused".into()));
+        }
+        Ok(())
     }
 }
 
 #[async_trait]
 impl PodDirectory for Pods {
     async fn pod(&self, namespace: &str, name: &str) -> Result<Option<PodMeta>> {
-        if *self.down.lock().unwrap() {
-            return Err(Error::Kubernetes("connection refused".into()));
-        }
-        let m = self.uids.lock().unwrap();
-        Ok(m.get(&(namespace.into(), name.into())).map(|uid| PodMeta {
-            uid: Some(uid.clone()),
-            annotations: Default::default(),
+        self.up()?;
+        let m = self.pods.lock().unwrap();
+        Ok(m.get(&(namespace.into(), name.into())).map(|p| PodMeta {
+            node: None,
+            ..p.clone()
         }))
     }
 
+    async fn holder(&self, namespace: &str, name: &str) -> Result<Option<PodMeta>> {
+        self.up()?;
+        let m = self.pods.lock().unwrap();
+        Ok(m.get(&(namespace.into(), name.into())).cloned())
+    }
+
+    async fn node(&self, name: &str) -> Result<Option<NodeState>> {
+        self.up()?;
+        Ok(self.nodes.lock().unwrap().get(name).cloned())
+    }
+
     async fn list(&self) -> Result<Vec<PodId>> {
-        if *self.down.lock().unwrap() {
-            return Err(Error::Kubernetes("connection refused".into()));
-        }
-        let m = self.uids.lock().unwrap();
+        self.up()?;
+        let m = self.pods.lock().unwrap();
         Ok(m.iter()
-            .map(|((ns, name), uid)| PodId {
+            .map(|((ns, name), p)| PodId {
                 namespace: ns.clone(),
                 name: name.clone(),
-                uid: Some(uid.clone()),
+                uid: p.uid.clone(),
             })
             .collect())
     }
@@ -75,7 +115,13 @@ pub(crate) fn holder(container: &str, pod: &str, uid: &str) -> Holder {
     }
 }
 
-fn fixed(container: &str, pod: &str, uid: &str, addr: &str, gw: Option<&str>) -> AddRequest {
+pub(crate) fn fixed(
+    container: &str,
+    pod: &str,
+    uid: &str,
+    addr: &str,
+    gw: Option<&str>,
+) -> AddRequest {
     AddRequest {
         holder: holder(container, pod, uid),
         wanted: vec![Wanted {
@@ -88,6 +134,7 @@ fn fixed(container: &str, pod: &str, uid: &str, addr: &str, gw: Option<&str>) ->
             gateway: gw.map(|g| ("pod annotation kube-ipam.gateway".into(), ip(g))),
         }],
         sticky: false,
+        pool: None,
     }
 }
 
@@ -96,11 +143,12 @@ pub(crate) fn sticky(container: &str, pod: &str, uid: &str) -> AddRequest {
         holder: holder(container, pod, uid),
         wanted: vec![],
         sticky: true,
+        pool: None,
     }
 }
 
 /// 10.188.0.0/16 with the dynamic range in 10.188.1.0/24 and fixed addresses below it.
-fn setup(pods: &Arc<Pods>) -> Allocator<MemoryStore> {
+pub(crate) fn setup(pods: &Arc<Pods>) -> Allocator<MemoryStore> {
     let conf = ipam(vec![vec![range(
         "10.188.0.0/16",
         "10.188.1.1",

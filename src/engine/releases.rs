@@ -34,7 +34,7 @@ impl<S: LeaseStore> Allocator<S> {
 
     /// Compare-and-delete of an attachment exactly as it was read at `rev`: if anything
     /// changed since, nothing is deleted and `false` comes back. With [`Release::Park`], a
-    /// sticky address its pod's binding keeps goes to the binding instead of the pool.
+    /// sticky or pool address its pod's binding keeps goes to the binding instead of the pool.
     pub async fn release_seen(
         &self,
         att: &Attachment,
@@ -59,8 +59,9 @@ impl<S: LeaseStore> Allocator<S> {
         let mut mutations = vec![Mutation::Delete(owner_key)];
         let pod = att.holder.pod.as_ref();
         let mut kept: Vec<IpAddr> = Vec::new();
+        let keepable = |k: Kind| matches!(k, Kind::Sticky | Kind::Pool);
         if let (Release::Park, Some(pod)) = (mode, pod) {
-            if att.ips.iter().any(|i| i.kind == Kind::Sticky) {
+            if att.ips.iter().any(|i| keepable(i.kind)) {
                 let key = self.keys.binding(&pod.namespace, &pod.name);
                 match self.binding(pod).await? {
                     Some((b, brev)) => {
@@ -81,7 +82,7 @@ impl<S: LeaseStore> Allocator<S> {
                 }
                 compares.push(Compare::Revision(key.clone(), e.revision));
                 match pod {
-                    Some(pod) if ip.kind == Kind::Sticky && kept.contains(&ip.address) => {
+                    Some(pod) if keepable(ip.kind) && kept.contains(&ip.address) => {
                         let parked = IpRecord {
                             holder: Holder::binding(pod.clone()),
                             ..rec

@@ -31,6 +31,7 @@ pub(crate) fn ipam(sets: Vec<Vec<Range>>) -> IpamConf {
         key_prefix: "/kube-ipam".into(),
         write_original_keys: false,
         call_timeout: crate::config::DEFAULT_CALL_TIMEOUT,
+        node_lost_after: Some(crate::config::DEFAULT_NODE_LOST_AFTER),
     }
 }
 
@@ -64,6 +65,7 @@ fn add(i: usize) -> AddRequest {
         holder: holder(i),
         wanted: vec![],
         sticky: false,
+        pool: None,
     }
 }
 
@@ -153,6 +155,7 @@ fn fixed_addresses_are_checked_and_reserved() {
             gateway: None,
         }],
         sticky: false,
+        pool: None,
     };
     rt().block_on(async {
         let att = a.add(&want(1, "10.188.0.216")).await.unwrap();
@@ -382,6 +385,7 @@ fn requests_as_host_local_reads_them() {
         holder: holder(i),
         wanted,
         sticky: false,
+        pool: None,
     };
     rt().block_on(async {
         // Anywhere in the subnet without a fixed zone; the same address twice counts once; a

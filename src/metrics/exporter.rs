@@ -77,7 +77,7 @@ impl Collector for Pools {
         }
         let mut m = enc.encode_descriptor(
             "range_held_addresses",
-            "Held addresses of a range by kind: dynamic, sticky (live), parked (sticky, kept for its pod), fixed",
+            "Held addresses of a range by kind: dynamic, sticky (live), parked (sticky or pool, kept for its pod between lives), fixed, pool (from a pod's address pool, live)",
             None,
             MetricType::Gauge,
         )?;
@@ -87,6 +87,7 @@ impl Collector for Pools {
                 ("sticky", f.sticky),
                 ("parked", f.parked),
                 ("fixed", f.fixed),
+                ("pool", f.pool),
             ] {
                 m.encode_family(&[("range", f.id.as_str()), ("kind", kind)])?
                     .encode_gauge(&n)?;
@@ -228,6 +229,8 @@ mod tests {
                 dynamic: 3,
                 parked: 1,
                 fixed: 2,
+                // The dynamic and parked ones; the fixed ones lie in the fixed zone.
+                in_span: 4,
                 attachments: 4,
                 leaks_cni_gc: 5,
                 takeovers: 6,

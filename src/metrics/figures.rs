@@ -24,12 +24,15 @@ pub struct RangeFigures {
     pub dynamic: u64,
     /// Sticky addresses held by a live attachment of their pod.
     pub sticky: u64,
-    /// Sticky addresses kept for a pod between two of its lives.
+    /// Sticky and pool addresses kept for a pod between two of its lives.
     pub parked: u64,
     /// Fixed addresses of the range's subnet, in its fixed zone or in the dynamic span.
     pub fixed: u64,
-    /// Those of them that lie in the dynamic span, where they take a dynamic address's place.
-    pub fixed_in_span: u64,
+    /// Addresses a live attachment took from a pod's address pool (`kube-ipam.ip-pool`).
+    pub pool: u64,
+    /// Held addresses of every kind that lie in the dynamic span: what fills the range. A
+    /// fixed or pool address in the fixed zone takes no dynamic address's place.
+    pub in_span: u64,
     /// Attachments holding an address of this range.
     pub attachments: u64,
     pub leaks_gc: u64,
@@ -40,7 +43,7 @@ pub struct RangeFigures {
 impl RangeFigures {
     /// Held addresses of the dynamic span: what fills the range.
     pub fn used(&self) -> u128 {
-        u128::from(self.dynamic + self.sticky + self.parked + self.fixed_in_span).min(self.size)
+        u128::from(self.in_span).min(self.size)
     }
 
     pub fn free(&self) -> u128 {
@@ -67,6 +70,7 @@ impl RangeFigures {
             "sticky": self.sticky,
             "parked": self.parked,
             "fixed": self.fixed,
+            "pool": self.pool,
             "attachments": self.attachments,
             "leaksReleased": { "gc": self.leaks_gc, "cniGc": self.leaks_cni_gc },
             "takeovers": self.takeovers,
@@ -147,16 +151,15 @@ pub async fn read<S: LeaseStore>(alloc: &Allocator<S>) -> Result<Figures> {
             return Ok(());
         };
         let f = &mut out[i];
+        if pools[i].contains_dynamic(to_u128(ip)) {
+            f.in_span += 1;
+        }
         match rec.kind {
             Kind::Dynamic => f.dynamic += 1,
-            Kind::Fixed => {
-                f.fixed += 1;
-                if pools[i].contains_dynamic(to_u128(ip)) {
-                    f.fixed_in_span += 1;
-                }
-            }
-            Kind::Sticky if rec.holder.is_binding() => f.parked += 1,
+            Kind::Fixed => f.fixed += 1,
+            Kind::Sticky | Kind::Pool if rec.holder.is_binding() => f.parked += 1,
             Kind::Sticky => f.sticky += 1,
+            Kind::Pool => f.pool += 1,
         }
         Ok(())
     })

@@ -2,7 +2,9 @@
 //!
 //! ```text
 //! kube-ipam.ip:      10.188.0.216            one or more addresses, comma separated, v4 and v6
-//! kube-ipam.netmask: 255.255.0.0 | 16        one for all addresses, or one per address
+//! kube-ipam.ip-pool: 10.188.0.216-10.188.0.219,fd00:188::216-fd00:188::219
+//!                                            addresses and inclusive ranges: one per family each
+//! kube-ipam.netmask: 255.255.0.0 | 16        one for all, or one per address (pool: per entry)
 //! kube-ipam.gateway: 10.188.0.1              at most one per family; default: the range's
 //! kube-ipam.sticky:  "true"                  keep the first dynamic address across recreations
 //! ```
@@ -14,22 +16,37 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use crate::cni::args::parse_requested;
-use crate::config::RequestedIp;
+use crate::config::{PoolSpan, RequestedIp};
 use crate::{Error, Result};
 
 pub const IP: &str = "kube-ipam.ip";
+pub const IP_POOL: &str = "kube-ipam.ip-pool";
 pub const NETMASK: &str = "kube-ipam.netmask";
 pub const GATEWAY: &str = "kube-ipam.gateway";
 pub const STICKY: &str = "kube-ipam.sticky";
 
 /// More addresses than any sane network has range sets: a bound on work, not a policy.
 const MAX_ADDRESSES: usize = 16;
+/// Addresses of one pool: every ADD of a pool reads all of its records in this network, so
+/// the bound keeps that one request small. A workload of more replicas than this is better
+/// served by a range of its own.
+pub const MAX_POOL: u128 = 1024;
+
+/// An address as a number, to bound and compare pool spans.
+fn bits(ip: IpAddr) -> u128 {
+    match ip {
+        IpAddr::V4(a) => u128::from(u32::from(a)),
+        IpAddr::V6(a) => u128::from(a),
+    }
+}
 
 /// What a pod's annotations ask for.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Intent {
     /// Fixed addresses, each with the gateway the pod asked for, if any.
     pub ips: Vec<(RequestedIp, Option<IpAddr>)>,
+    /// The pool to take one address per family from, in the order written.
+    pub pool: Vec<PoolSpan>,
     pub sticky: bool,
 }
 
@@ -45,22 +62,36 @@ fn entries(value: &str) -> impl Iterator<Item = &str> {
 /// ignored, as the original plugin did.
 pub fn parse(annotations: &BTreeMap<String, String>) -> Result<Intent> {
     let sticky = sticky(annotations)?;
-    let Some(raw_ips) = annotations.get(IP) else {
-        return Ok(Intent {
-            ips: vec![],
-            sticky,
-        });
+    let mut intent = Intent {
+        sticky,
+        ..Intent::default()
     };
-    let mut ips = Vec::new();
+    match (annotations.get(IP), annotations.get(IP_POOL)) {
+        (None, None) => {}
+        (Some(ip), Some(pool)) => {
+            return Err(Error::config(
+                format!("{} and {IP_POOL}", field(IP)),
+                format!("{ip:?} and {pool:?}"),
+                "name fixed addresses two ways; give the pod one of them",
+            ))
+        }
+        (Some(raw), None) => intent.ips = fixed(raw, annotations)?,
+        (None, Some(raw)) => intent.pool = pool(raw, annotations)?,
+    }
+    Ok(intent)
+}
+
+fn fixed(
+    raw_ips: &str,
+    annotations: &BTreeMap<String, String>,
+) -> Result<Vec<(RequestedIp, Option<IpAddr>)>> {
+    let mut ips: Vec<RequestedIp> = Vec::new();
     for e in entries(raw_ips) {
         let ip = parse_requested(e).map_err(|why| Error::config(field(IP), e, why))?;
-        if ips
-            .iter()
-            .any(|(p, _): &(RequestedIp, _)| p.address == ip.address)
-        {
+        if ips.iter().any(|p| p.address == ip.address) {
             return Err(Error::config(field(IP), e, "is listed twice"));
         }
-        ips.push((ip, None));
+        ips.push(ip);
     }
     if ips.len() > MAX_ADDRESSES {
         return Err(Error::config(
@@ -69,13 +100,75 @@ pub fn parse(annotations: &BTreeMap<String, String>) -> Result<Intent> {
             format!("lists more than {MAX_ADDRESSES} addresses"),
         ));
     }
-    if let Some(raw) = annotations.get(NETMASK) {
-        apply_netmasks(raw, &mut ips)?;
+    let given: Vec<(IpAddr, Option<u8>)> = ips.iter().map(|i| (i.address, i.prefix_len)).collect();
+    let lens = netmasks(annotations, IP, ("addresses", "address"), &given)?;
+    let gateways = gateways(annotations, IP, &given)?;
+    Ok(ips
+        .into_iter()
+        .zip(lens)
+        .zip(gateways)
+        .map(|((ip, prefix_len), gw)| (RequestedIp { prefix_len, ..ip }, gw))
+        .collect())
+}
+
+fn pool(raw: &str, annotations: &BTreeMap<String, String>) -> Result<Vec<PoolSpan>> {
+    let mut spans: Vec<PoolSpan> = Vec::new();
+    let mut total: u128 = 0;
+    for e in entries(raw) {
+        let bad = |why: String| Error::config(field(IP_POOL), e, why);
+        let address = |s: &str| -> Result<IpAddr> {
+            s.trim()
+                .parse()
+                .map_err(|_| bad(format!("{:?} is not an IP address", s.trim())))
+        };
+        let (first, last) = match e.split_once('-') {
+            Some((a, b)) => (address(a)?, address(b)?),
+            None => {
+                let a = address(e)?;
+                (a, a)
+            }
+        };
+        if first.is_ipv4() != last.is_ipv4() {
+            return Err(bad("mixes an IPv4 and an IPv6 address".into()));
+        }
+        if bits(first) > bits(last) {
+            return Err(bad(format!("starts after it ends ({first} > {last})")));
+        }
+        let (a, b) = (bits(first), bits(last));
+        if let Some(o) = spans.iter().find(|s| {
+            s.first.is_ipv4() == first.is_ipv4() && bits(s.first) <= b && a <= bits(s.last)
+        }) {
+            return Err(bad(format!(
+                "overlaps {}-{} listed before",
+                o.first, o.last
+            )));
+        }
+        total = total.saturating_add(b - a + 1);
+        if total > MAX_POOL {
+            return Err(Error::config(
+                field(IP_POOL),
+                raw,
+                format!("holds more than {MAX_POOL} addresses"),
+            ));
+        }
+        spans.push(PoolSpan {
+            first,
+            last,
+            prefix_len: None,
+            gateway: None,
+        });
     }
-    if let Some(raw) = annotations.get(GATEWAY) {
-        apply_gateways(raw, &mut ips)?;
+    if spans.is_empty() {
+        return Err(Error::config(field(IP_POOL), raw, "lists no address"));
     }
-    Ok(Intent { ips, sticky })
+    let given: Vec<(IpAddr, Option<u8>)> = spans.iter().map(|s| (s.first, None)).collect();
+    let lens = netmasks(annotations, IP_POOL, ("pool entries", "pool entry"), &given)?;
+    let gws = gateways(annotations, IP_POOL, &given)?;
+    for ((s, len), gw) in spans.iter_mut().zip(lens).zip(gws) {
+        s.prefix_len = len;
+        s.gateway = gw;
+    }
+    Ok(spans)
 }
 
 /// `kube-ipam.sticky` alone, for calls whose addresses are named elsewhere.
@@ -92,38 +185,50 @@ pub fn sticky(annotations: &BTreeMap<String, String>) -> Result<bool> {
     }
 }
 
-/// One netmask for every address, or one per address in the same order.
-fn apply_netmasks(raw: &str, ips: &mut [(RequestedIp, Option<IpAddr>)]) -> Result<()> {
+/// The prefix length of each of `given` (an address and the length written with it, if
+/// any): one netmask for every one, or one per one in the same order.
+fn netmasks(
+    annotations: &BTreeMap<String, String>,
+    of: &str,
+    noun: (&str, &str),
+    given: &[(IpAddr, Option<u8>)],
+) -> Result<Vec<Option<u8>>> {
+    let mut out: Vec<Option<u8>> = given.iter().map(|(_, l)| *l).collect();
+    let Some(raw) = annotations.get(NETMASK) else {
+        return Ok(out);
+    };
     let masks: Vec<&str> = entries(raw).collect();
     if masks.is_empty() {
-        return Ok(());
+        return Ok(out);
     }
-    if masks.len() != 1 && masks.len() != ips.len() {
+    if masks.len() != 1 && masks.len() != given.len() {
         return Err(Error::config(
             field(NETMASK),
             raw,
             format!(
-                "gives {} netmasks for {} addresses; give one for all or one per address",
+                "gives {} netmasks for {} {}; give one for all or one per {}",
                 masks.len(),
-                ips.len()
+                given.len(),
+                noun.0,
+                noun.1
             ),
         ));
     }
-    for (i, (ip, _)) in ips.iter_mut().enumerate() {
+    for (i, ((address, written), slot)) in given.iter().zip(out.iter_mut()).enumerate() {
         let m = masks[if masks.len() == 1 { 0 } else { i }];
-        let len = prefix_len(m, ip.address).map_err(|why| Error::config(field(NETMASK), m, why))?;
-        match ip.prefix_len {
-            Some(given) if given != len => {
+        let len = prefix_len(m, *address).map_err(|why| Error::config(field(NETMASK), m, why))?;
+        match written {
+            Some(w) if *w != len => {
                 return Err(Error::config(
                     field(NETMASK),
                     m,
-                    format!("says /{len} but {IP} says {}/{given}", ip.address),
+                    format!("says /{len} but {of} says {address}/{w}"),
                 ))
             }
-            _ => ip.prefix_len = Some(len),
+            _ => *slot = Some(len),
         }
     }
-    Ok(())
+    Ok(out)
 }
 
 /// `16`, `/16`, `255.255.0.0` or `ffff:ffff::`, for an address of the given family.
@@ -150,8 +255,17 @@ pub fn prefix_len(mask: &str, addr: IpAddr) -> std::result::Result<u8, String> {
     Ok(ones as u8)
 }
 
-/// At most one gateway per family; each applies to the addresses of its family.
-fn apply_gateways(raw: &str, ips: &mut [(RequestedIp, Option<IpAddr>)]) -> Result<()> {
+/// The gateway of each of `given`: at most one per family, each for the addresses of its
+/// family.
+fn gateways(
+    annotations: &BTreeMap<String, String>,
+    of: &str,
+    given: &[(IpAddr, Option<u8>)],
+) -> Result<Vec<Option<IpAddr>>> {
+    let mut out = vec![None; given.len()];
+    let Some(raw) = annotations.get(GATEWAY) else {
+        return Ok(out);
+    };
     let mut seen: Vec<IpAddr> = Vec::new();
     for g in entries(raw) {
         let gw: IpAddr = g
@@ -166,8 +280,8 @@ fn apply_gateways(raw: &str, ips: &mut [(RequestedIp, Option<IpAddr>)]) -> Resul
         }
         seen.push(gw);
         let mut used = false;
-        for (ip, slot) in ips.iter_mut() {
-            if ip.address.is_ipv4() == gw.is_ipv4() {
+        for ((address, _), slot) in given.iter().zip(out.iter_mut()) {
+            if address.is_ipv4() == gw.is_ipv4() {
                 *slot = Some(gw);
                 used = true;
             }
@@ -176,11 +290,11 @@ fn apply_gateways(raw: &str, ips: &mut [(RequestedIp, Option<IpAddr>)]) -> Resul
             return Err(Error::config(
                 field(GATEWAY),
                 g,
-                format!("has no address of its family in {IP}"),
+                format!("has no address of its family in {of}"),
             ));
         }
     }
-    Ok(())
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -287,6 +401,85 @@ mod tests {
                 "{pairs:?}: {text}"
             );
         }
+    }
+
+    #[test]
+    fn a_pool_of_addresses_and_ranges_with_a_netmask_and_gateway_per_family() {
+        let i = parse(&ann(&[
+            (
+                IP_POOL,
+                "10.188.0.216-10.188.0.219, fd00:188::216 - fd00:188::219,10.188.0.230",
+            ),
+            (NETMASK, "16,64,16"),
+            (GATEWAY, "10.188.0.1,fd00:188::1"),
+        ]))
+        .unwrap();
+        assert!(i.ips.is_empty());
+        assert_eq!(i.pool.len(), 3);
+        assert_eq!(
+            (i.pool[0].first, i.pool[0].last, i.pool[0].prefix_len),
+            (ip("10.188.0.216"), ip("10.188.0.219"), Some(16))
+        );
+        assert_eq!(i.pool[1].last, ip("fd00:188::219"));
+        assert_eq!(i.pool[1].prefix_len, Some(64));
+        assert_eq!(i.pool[1].gateway, Some(ip("fd00:188::1")));
+        assert_eq!(i.pool[2].first, i.pool[2].last);
+        assert_eq!(i.pool[2].gateway, Some(ip("10.188.0.1")));
+    }
+
+    #[test]
+    fn every_bad_pool_is_named() {
+        type Case<'a> = (&'a [(&'a str, &'a str)], &'a str, &'a str);
+        let cases: &[Case] = &[
+            (
+                &[(IP_POOL, "10.0.0.9-10.0.0.2")],
+                IP_POOL,
+                "starts after it ends",
+            ),
+            (&[(IP_POOL, "10.0.0.1-fd00::9")], IP_POOL, "mixes"),
+            (&[(IP_POOL, "10.0.0.1-10.0.0.x")], IP_POOL, "10.0.0.x"),
+            (
+                &[(IP_POOL, "10.0.0.1-10.0.0.5,10.0.0.5")],
+                IP_POOL,
+                "overlaps 10.0.0.1-10.0.0.5",
+            ),
+            (
+                &[(IP_POOL, "10.0.0.0-10.0.255.255")],
+                IP_POOL,
+                "more than 1024",
+            ),
+            (&[(IP_POOL, " , ")], IP_POOL, "no address"),
+            (
+                &[
+                    (IP_POOL, "10.0.0.1-10.0.0.3,fd00::1"),
+                    (NETMASK, "24,64,64"),
+                ],
+                NETMASK,
+                "3 netmasks for 2 pool entries; give one for all or one per pool entry",
+            ),
+            (
+                &[(IP_POOL, "10.0.0.1-10.0.0.3"), (GATEWAY, "fd00::1")],
+                GATEWAY,
+                "no address of its family in kube-ipam.ip-pool",
+            ),
+            (
+                &[(IP, "10.0.0.1"), (IP_POOL, "10.0.0.2-10.0.0.3")],
+                IP_POOL,
+                "kube-ipam.ip and kube-ipam.ip-pool",
+            ),
+        ];
+        for (pairs, name, needle) in cases {
+            let e = parse(&ann(pairs)).unwrap_err();
+            assert_eq!(e.code(), 7, "{pairs:?}");
+            let text = e.to_string();
+            assert!(
+                text.contains(name) && text.contains(needle),
+                "{pairs:?}: {text}"
+            );
+        }
+        // 1024 addresses exactly is a pool.
+        let i = parse(&ann(&[(IP_POOL, "10.0.0.0-10.0.3.255")])).unwrap();
+        assert_eq!(i.pool.len(), 1);
     }
 
     #[test]

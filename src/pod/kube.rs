@@ -4,12 +4,13 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::api::ListParams;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config};
 
-use super::{PodDirectory, PodId, PodMeta};
+use super::{NodeState, Owner, PodDirectory, PodId, PodMeta};
 use crate::{Error, Result};
 
 /// Deadline of one API request, connect included: kubelet waits on us, and a hung API must
@@ -64,30 +65,98 @@ fn client(mut config: Config, timeout: Duration) -> std::result::Result<Client, 
     Client::try_from(config).map_err(|e| e.to_string())
 }
 
-#[async_trait]
-impl PodDirectory for KubeDirectory {
-    async fn pod(&self, namespace: &str, name: &str) -> Result<Option<PodMeta>> {
-        let api: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
-        // Metadata only: annotations and uid are all we read, and a pod's spec can be large.
-        let fetched = tokio::time::timeout(self.timeout, api.get_metadata_opt(name)).await;
+impl KubeDirectory {
+    /// One request within the deadline; errors name what was asked and the kubeconfig.
+    async fn within<T>(
+        &self,
+        what: &str,
+        request: impl std::future::Future<Output = kube::Result<T>>,
+    ) -> Result<T> {
         let fail = |why: String| {
             Error::Kubernetes(format!(
-                "cannot look up pod {namespace}/{name} (kubeconfig {}): {why}",
+                "cannot look up {what} (kubeconfig {}): {why}",
                 self.path.display()
             ))
         };
-        match fetched {
+        match tokio::time::timeout(self.timeout, request).await {
             Err(_) => Err(fail(format!(
                 "no answer within {} s",
                 self.timeout.as_secs_f32()
             ))),
             Ok(Err(e)) => Err(fail(e.to_string())),
-            Ok(Ok(None)) => Ok(None),
-            Ok(Ok(Some(m))) => Ok(Some(PodMeta {
-                uid: m.metadata.uid,
-                annotations: m.metadata.annotations.unwrap_or_default(),
-            })),
+            Ok(Ok(v)) => Ok(v),
         }
+    }
+}
+
+fn unix(t: &Time) -> i64 {
+    t.0.as_second()
+}
+
+fn meta(m: ObjectMeta, node: Option<String>) -> PodMeta {
+    let controller = m
+        .owner_references
+        .unwrap_or_default()
+        .into_iter()
+        .find(|o| o.controller == Some(true))
+        .map(|o| Owner {
+            kind: o.kind,
+            name: o.name,
+        });
+    PodMeta {
+        uid: m.uid,
+        annotations: m.annotations.unwrap_or_default(),
+        controller,
+        deletion: m.deletion_timestamp.as_ref().map(unix),
+        node,
+    }
+}
+
+#[async_trait]
+impl PodDirectory for KubeDirectory {
+    async fn pod(&self, namespace: &str, name: &str) -> Result<Option<PodMeta>> {
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
+        // Metadata only: it holds everything a pod asking for itself needs, and a pod's spec
+        // can be large.
+        let what = format!("pod {namespace}/{name}");
+        let found = self.within(&what, api.get_metadata_opt(name)).await?;
+        Ok(found.map(|m| meta(m.metadata, None)))
+    }
+
+    async fn holder(&self, namespace: &str, name: &str) -> Result<Option<PodMeta>> {
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
+        // The whole pod: the node it runs on is in its spec. Asked only when the address is
+        // held by someone else, never on the common path.
+        let what = format!("pod {namespace}/{name}");
+        let found = self.within(&what, api.get_opt(name)).await?;
+        Ok(found.map(|p| {
+            let node = p.spec.and_then(|s| s.node_name);
+            meta(p.metadata, node)
+        }))
+    }
+
+    async fn node(&self, name: &str) -> Result<Option<NodeState>> {
+        let api: Api<Node> = Api::all(self.client.clone());
+        let found = self
+            .within(&format!("node {name}"), api.get_opt(name))
+            .await?;
+        Ok(found.map(|n| {
+            let ready = n
+                .status
+                .and_then(|s| s.conditions)
+                .unwrap_or_default()
+                .into_iter()
+                .find(|c| c.type_ == "Ready")
+                .map(|c| (c.status, c.last_transition_time.as_ref().map(unix)));
+            let taints = n
+                .spec
+                .and_then(|s| s.taints)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|t| (t.key, t.effect))
+                .collect();
+            NodeState { ready, taints }
+        }))
     }
 
     async fn list(&self) -> Result<Vec<PodId>> {

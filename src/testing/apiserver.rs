@@ -1,6 +1,12 @@
 //! A stand-in Kubernetes API server: HTTPS with its own CA, a bearer token, and real
-//! `k8s-openapi` pod objects, enough for what kube-ipam asks of a cluster (get one pod's
-//! metadata, list pods). Tests reach it through real kubeconfig files.
+//! `k8s-openapi` objects, enough for what kube-ipam asks of a cluster: one pod's metadata or
+//! the whole pod, the pod list, one node. Pods carry what real API servers serve of them:
+//! controller owner references, the node they are bound to, and the deletion marks of a
+//! graceful delete (`deletionTimestamp` = request time + grace period,
+//! `deletionGracePeriodSeconds`), under which the object stays until its kubelet confirms.
+//! Nodes carry their `Ready` condition with its `lastTransitionTime`, and the taints the node
+//! lifecycle controller adds to a node that is not Ready. Tests reach it through real
+//! kubeconfig files.
 
 use std::collections::BTreeMap;
 use std::io::{self, BufRead, BufReader, Read, Write};
@@ -11,8 +17,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::{Container, Pod, PodSpec, PodStatus};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::api::core::v1::{
+    Container, Node, NodeCondition, NodeSpec, NodeStatus, Pod, PodSpec, PodStatus, Taint,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use rand::Rng;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -33,10 +42,64 @@ pub enum ApiMode {
 #[derive(Default)]
 struct State {
     pods: BTreeMap<(String, String), Pod>,
+    nodes: BTreeMap<String, Node>,
     requests: Vec<String>,
     version: u64,
     /// Replaces the token of `start` once set (`set_token`).
     token: Option<String>,
+}
+
+/// The taints the node lifecycle controller puts on a node whose Ready condition is `False`
+/// or `Unknown`.
+const NOT_READY: &str = "node.kubernetes.io/not-ready";
+const UNREACHABLE: &str = "node.kubernetes.io/unreachable";
+
+/// A time `ago` before now, as the API writes times (whole seconds).
+fn time_ago(ago: Duration) -> Time {
+    let secs = i64::try_from(ago.as_secs()).unwrap_or(i64::MAX);
+    let now = Timestamp::now();
+    let t = now
+        .checked_sub(SignedDuration::from_secs(secs))
+        .unwrap_or(now);
+    Time(Timestamp::from_second(t.as_second()).unwrap_or(t))
+}
+
+/// A pod to add: [`KubeApi::pod`].
+pub struct NewPod<'a> {
+    api: &'a KubeApi,
+    namespace: String,
+    name: String,
+    node: Option<String>,
+    owner: Option<(String, String)>,
+    annotations: Vec<(String, String)>,
+}
+
+impl NewPod<'_> {
+    /// Bound to `node` (`spec.nodeName`).
+    pub fn on(mut self, node: &str) -> Self {
+        self.node = Some(node.to_owned());
+        self
+    }
+
+    /// Controlled by a workload: an owner reference with `controller: true`, as a
+    /// StatefulSet (`apps/v1`) or a ReplicaSet writes it on the pods it creates.
+    pub fn controlled_by(mut self, kind: &str, name: &str) -> Self {
+        self.owner = Some((kind.to_owned(), name.to_owned()));
+        self
+    }
+
+    pub fn annotations(mut self, annotations: &[(&str, &str)]) -> Self {
+        self.annotations = annotations
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        self
+    }
+
+    /// Adds or replaces the pod; returns its new uid (a recreated pod gets a new one).
+    pub fn create(self) -> String {
+        self.api.put_pod(self)
+    }
 }
 
 pub struct KubeApi {
@@ -54,6 +117,17 @@ pub struct KubeApi {
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A test thread that panicked while holding the lock must not hide the real failure.
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn random_uid() -> String {
+    format!(
+        "{}-{}-{}-{}-{}",
+        random_hex(4),
+        random_hex(2),
+        random_hex(2),
+        random_hex(2),
+        random_hex(6)
+    )
 }
 
 fn random_hex(bytes: usize) -> String {
@@ -164,7 +238,7 @@ impl KubeApi {
 
     /// Adds or replaces a pod; returns its new uid (a recreated pod gets a new one).
     pub fn add_pod(&self, namespace: &str, name: &str, annotations: &[(&str, &str)]) -> String {
-        self.put_pod(namespace, name, None, annotations)
+        self.pod(namespace, name).annotations(annotations).create()
     }
 
     /// Same, scheduled on `node`.
@@ -175,41 +249,51 @@ impl KubeApi {
         node: &str,
         annotations: &[(&str, &str)],
     ) -> String {
-        self.put_pod(namespace, name, Some(node), annotations)
+        self.pod(namespace, name)
+            .on(node)
+            .annotations(annotations)
+            .create()
     }
 
-    fn put_pod(
-        &self,
-        namespace: &str,
-        name: &str,
-        node: Option<&str>,
-        annotations: &[(&str, &str)],
-    ) -> String {
-        let uid = format!(
-            "{}-{}-{}-{}-{}",
-            random_hex(4),
-            random_hex(2),
-            random_hex(2),
-            random_hex(2),
-            random_hex(6)
-        );
+    /// A pod to describe further, then [`NewPod::create`].
+    pub fn pod(&self, namespace: &str, name: &str) -> NewPod<'_> {
+        NewPod {
+            api: self,
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+            node: None,
+            owner: None,
+            annotations: Vec::new(),
+        }
+    }
+
+    fn put_pod(&self, new: NewPod<'_>) -> String {
+        let uid = random_uid();
         let mut st = lock(&self.state);
         st.version += 1;
-        let annotations: BTreeMap<String, String> = annotations
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let annotations: BTreeMap<String, String> = new.annotations.into_iter().collect();
+        let owner_references = new.owner.map(|(kind, name)| {
+            vec![OwnerReference {
+                api_version: "apps/v1".into(),
+                kind,
+                name,
+                uid: random_uid(),
+                controller: Some(true),
+                block_owner_deletion: Some(true),
+            }]
+        });
         let pod = Pod {
             metadata: ObjectMeta {
-                name: Some(name.into()),
-                namespace: Some(namespace.into()),
+                name: Some(new.name.clone()),
+                namespace: Some(new.namespace.clone()),
                 uid: Some(uid.clone()),
                 resource_version: Some(st.version.to_string()),
                 annotations: (!annotations.is_empty()).then_some(annotations),
+                owner_references,
                 ..Default::default()
             },
             spec: Some(PodSpec {
-                node_name: node.map(str::to_owned),
+                node_name: new.node,
                 containers: vec![Container {
                     name: "app".into(),
                     image: Some("busybox".into()),
@@ -222,8 +306,125 @@ impl KubeApi {
                 ..Default::default()
             }),
         };
-        st.pods.insert((namespace.into(), name.into()), pod);
+        st.pods.insert((new.namespace, new.name), pod);
         uid
+    }
+
+    /// A graceful delete of the pod, requested `ago` with a grace period of `grace_secs`: the
+    /// API marks the object and keeps it until its kubelet confirms (never, on a lost node).
+    /// Returns whether the pod exists.
+    pub fn mark_for_deletion(
+        &self,
+        namespace: &str,
+        name: &str,
+        grace_secs: i64,
+        ago: Duration,
+    ) -> bool {
+        let mut st = lock(&self.state);
+        st.version += 1;
+        let version = st.version.to_string();
+        let Some(pod) = st.pods.get_mut(&(namespace.to_owned(), name.to_owned())) else {
+            return false;
+        };
+        let requested = time_ago(ago).0;
+        let at = requested
+            .checked_add(SignedDuration::from_secs(grace_secs))
+            .unwrap_or(requested);
+        pod.metadata.deletion_timestamp = Some(Time(at));
+        pod.metadata.deletion_grace_period_seconds = Some(grace_secs);
+        pod.metadata.resource_version = Some(version);
+        true
+    }
+
+    /// Adds or replaces a node, Ready since now.
+    pub fn add_node(&self, name: &str) {
+        let node = Node {
+            metadata: ObjectMeta {
+                name: Some(name.to_owned()),
+                uid: Some(random_uid()),
+                ..Default::default()
+            },
+            spec: Some(NodeSpec::default()),
+            status: Some(NodeStatus::default()),
+        };
+        lock(&self.state).nodes.insert(name.to_owned(), node);
+        self.set_node_ready(name, "True", Duration::ZERO);
+    }
+
+    /// Sets the node's Ready condition to `status` (`True`, `False`, `Unknown`) since `ago`,
+    /// with the taints the node lifecycle controller keeps in step with it: `not-ready` for
+    /// `False`, `unreachable` for `Unknown`, each `NoSchedule` and `NoExecute`. Returns
+    /// whether the node exists.
+    pub fn set_node_ready(&self, name: &str, status: &str, ago: Duration) -> bool {
+        let mut st = lock(&self.state);
+        st.version += 1;
+        let Some(node) = st.nodes.get_mut(name) else {
+            return false;
+        };
+        let since = time_ago(ago);
+        let (reason, message) = match status {
+            "True" => ("KubeletReady", "kubelet is posting ready status"),
+            "False" => ("KubeletNotReady", "container runtime network not ready"),
+            _ => ("NodeStatusUnknown", "Kubelet stopped posting node status."),
+        };
+        let status_ = node.status.get_or_insert_with(Default::default);
+        let conditions = status_.conditions.get_or_insert_with(Vec::new);
+        conditions.retain(|c| c.type_ != "Ready");
+        conditions.push(NodeCondition {
+            type_: "Ready".into(),
+            status: status.into(),
+            reason: Some(reason.into()),
+            message: Some(message.into()),
+            last_heartbeat_time: Some(since.clone()),
+            last_transition_time: Some(since.clone()),
+        });
+        let taints = node
+            .spec
+            .get_or_insert_with(Default::default)
+            .taints
+            .get_or_insert_with(Vec::new);
+        taints.retain(|t| t.key != NOT_READY && t.key != UNREACHABLE);
+        let key = match status {
+            "True" => None,
+            "False" => Some(NOT_READY),
+            _ => Some(UNREACHABLE),
+        };
+        for effect in key.map_or(&[][..], |_| &["NoSchedule", "NoExecute"][..]) {
+            taints.push(Taint {
+                key: key.unwrap_or_default().into(),
+                effect: (*effect).into(),
+                time_added: Some(since.clone()),
+                value: None,
+            });
+        }
+        true
+    }
+
+    /// Adds a taint, as an operator does with `kubectl taint` (e.g. the out-of-service taint
+    /// of a non-graceful node shutdown). Returns whether the node exists.
+    pub fn taint_node(&self, name: &str, key: &str, value: &str, effect: &str) -> bool {
+        let mut st = lock(&self.state);
+        st.version += 1;
+        let Some(node) = st.nodes.get_mut(name) else {
+            return false;
+        };
+        node.spec
+            .get_or_insert_with(Default::default)
+            .taints
+            .get_or_insert_with(Vec::new)
+            .push(Taint {
+                key: key.into(),
+                value: Some(value.into()),
+                effect: effect.into(),
+                time_added: Some(time_ago(Duration::ZERO)),
+            });
+        true
+    }
+
+    pub fn remove_node(&self, name: &str) -> bool {
+        let mut st = lock(&self.state);
+        st.version += 1;
+        st.nodes.remove(name).is_some()
     }
 
     pub fn remove_pod(&self, namespace: &str, name: &str) -> bool {
@@ -379,14 +580,23 @@ fn answer(
     match *lock(mode) {
         ApiMode::Serve | ApiMode::Hang => {}
         ApiMode::Forbidden => {
+            let resource = if segs.contains(&"nodes") {
+                "nodes"
+            } else {
+                "pods"
+            };
             return status(
                 403,
                 "Forbidden",
-                format!("pods is forbidden: User \"system:serviceaccount:kube-system:kube-ipam\" cannot {method} {path}"),
-            )
+                format!("{resource} is forbidden: User \"system:serviceaccount:kube-system:kube-ipam\" cannot {method} {path}"),
+            );
         }
         ApiMode::Unavailable => {
-            return status(503, "ServiceUnavailable", "the server is currently unable to handle the request".into())
+            return status(
+                503,
+                "ServiceUnavailable",
+                "the server is currently unable to handle the request".into(),
+            )
         }
     }
     let st = lock(state);
@@ -418,6 +628,15 @@ fn answer(
                     .collect(),
             ),
         ),
+        ("GET", ["api", "v1", "nodes", name]) => match st.nodes.get(*name) {
+            None => status(404, "NotFound", format!("nodes \"{name}\" not found")),
+            Some(n) => {
+                let mut v = serde_json::to_value(n).unwrap_or_default();
+                v["apiVersion"] = json!("v1");
+                v["kind"] = json!("Node");
+                (200, v)
+            }
+        },
         ("GET", ["api", "v1", "namespaces", ns, "pods", name]) => {
             match st.pods.get(&(ns.to_string(), name.to_string())) {
                 None => status(404, "NotFound", format!("pods \"{name}\" not found")),
@@ -470,6 +689,42 @@ mod tests {
 
         let wrong = api(&server.kubeconfig_with_token("nope")).await;
         assert!(wrong.get_metadata_opt("p").await.is_err());
+        // Workload pods: controller, node, the marks of a graceful delete; nodes.
+        let owned = server
+            .pod("ns", "db-0")
+            .on("n1")
+            .controlled_by("StatefulSet", "db")
+            .create();
+        assert!(server.mark_for_deletion("ns", "db-0", 30, Duration::from_secs(100)));
+        let p = pods.get("db-0").await.unwrap();
+        assert_eq!(p.metadata.uid.as_deref(), Some(owned.as_str()));
+        let refs = p.metadata.owner_references.unwrap();
+        assert_eq!(
+            (refs[0].kind.as_str(), refs[0].controller),
+            ("StatefulSet", Some(true))
+        );
+        assert_eq!(p.spec.unwrap().node_name.as_deref(), Some("n1"));
+        let at = p.metadata.deletion_timestamp.unwrap().0.as_second();
+        let now = k8s_openapi::jiff::Timestamp::now().as_second();
+        assert!((now - 71..=now - 69).contains(&at), "{at} vs {now}");
+        assert_eq!(p.metadata.deletion_grace_period_seconds, Some(30));
+        let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(pods.clone().into_client());
+        assert!(nodes.get_opt("n1").await.unwrap().is_none());
+        server.add_node("n1");
+        assert!(server.set_node_ready("n1", "Unknown", Duration::from_secs(400)));
+        let n = nodes.get("n1").await.unwrap();
+        let ready = &n.status.unwrap().conditions.unwrap()[0];
+        assert_eq!(
+            (ready.type_.as_str(), ready.status.as_str()),
+            ("Ready", "Unknown")
+        );
+        let taints = n.spec.unwrap().taints.unwrap();
+        assert!(taints
+            .iter()
+            .any(|t| t.key == UNREACHABLE && t.effect == "NoExecute"));
+        assert!(server.remove_node("n1"));
+        assert!(nodes.get_opt("n1").await.unwrap().is_none());
+
         let untrusted = api(&server.kubeconfig_with_wrong_ca()).await;
         assert!(untrusted.get_metadata_opt("p").await.is_err());
         server.set_mode(ApiMode::Forbidden);

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod netns;
+pub mod pods;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

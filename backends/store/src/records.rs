@@ -17,6 +17,9 @@ pub enum Kind {
     Fixed,
     /// Dynamic at first, then kept for the pod across recreations.
     Sticky,
+    /// Taken from an address pool named on the pod (`kube-ipam.ip-pool`); a StatefulSet's pod
+    /// keeps it across recreations as a sticky address is kept.
+    Pool,
 }
 
 impl std::fmt::Display for Kind {
@@ -25,6 +28,7 @@ impl std::fmt::Display for Kind {
             Kind::Dynamic => "dynamic",
             Kind::Fixed => "fixed",
             Kind::Sticky => "sticky",
+            Kind::Pool => "pool",
         })
     }
 }
@@ -92,7 +96,11 @@ impl std::fmt::Display for Holder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match &self.pod {
             Some(p) if self.is_binding() => {
-                return write!(f, "the sticky binding of pod {}/{}", p.namespace, p.name)
+                return write!(
+                    f,
+                    "the binding of pod {}/{} (kept between its lives)",
+                    p.namespace, p.name
+                )
             }
             Some(p) => write!(
                 f,

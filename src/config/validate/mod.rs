@@ -37,6 +37,11 @@ pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// Well below the runtime's own patience (kubelet gives a sandbox minutes), well above a
 /// burst of pods queueing on one node's store or a few etcd retries.
 pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(20);
+/// Kubernetes' own patience with an unreachable node: pods tolerate its `unreachable` taint
+/// for 300 s by default before they are marked for deletion.
+pub const DEFAULT_NODE_LOST_AFTER: Duration = Duration::from_secs(300);
+/// A week: past that, a longer wait is a typo (minutes or milliseconds meant).
+const MAX_NODE_LOST_AFTER_SECS: f64 = 7.0 * 86_400.0;
 
 /// A timeout beyond this is a typo (milliseconds written as seconds) rather than a wish: the
 /// runtime kills a CNI call long before.
@@ -81,7 +86,7 @@ impl<T: Copy> Field<T> {
 }
 
 /// Checks the raw config; `doc` is the untyped document, for `prevResult`.
-pub(crate) fn validate(raw: RawNetConf, doc: &Value) -> Result<NetConf, Vec<Error>> {
+pub(crate) fn validate(mut raw: RawNetConf, doc: &Value) -> Result<NetConf, Vec<Error>> {
     let mut errs = Errors::default();
 
     // libcni and host-local read an absent or empty version as 0.1.0; Multus delegates arrive
@@ -126,6 +131,10 @@ pub(crate) fn validate(raw: RawNetConf, doc: &Value) -> Result<NetConf, Vec<Erro
         (None, None) => None,
     };
     let prev_result = doc.get("prevResult").filter(|v| !v.is_null()).cloned();
+    let pod_annotations = raw
+        .runtime_config
+        .as_mut()
+        .and_then(|r| r.pod_annotations.take());
 
     match ipam {
         Some(ipam) if errs.0.is_empty() => Ok(NetConf {
@@ -137,6 +146,7 @@ pub(crate) fn validate(raw: RawNetConf, doc: &Value) -> Result<NetConf, Vec<Erro
             args_ips,
             prev_result,
             valid_attachments,
+            pod_annotations,
         }),
         _ => Err(errs.0),
     }
@@ -236,6 +246,11 @@ fn ipam_conf(
             "needs etcdConfig: the original plugin's records live in etcd, where its nodes read them",
         );
     }
+    let lost_after = node_lost_after(ipam.node_lost_after, errs);
+    let node_lost_after = match ipam.takeover_from_lost_nodes {
+        Some(false) => None,
+        _ => Some(lost_after),
+    };
     IpamConf {
         ipam_type,
         range_sets,
@@ -256,6 +271,25 @@ fn ipam_conf(
             DEFAULT_CALL_TIMEOUT,
             errs,
         ),
+        node_lost_after,
+    }
+}
+
+/// `nodeLostAfter`: 0 is allowed (a node reported not Ready is lost at once).
+fn node_lost_after(raw: Option<f64>, errs: &mut Errors) -> Duration {
+    let Some(secs) = raw else {
+        return DEFAULT_NODE_LOST_AFTER;
+    };
+    match Duration::try_from_secs_f64(secs) {
+        Ok(d) if secs <= MAX_NODE_LOST_AFTER_SECS => d,
+        _ => {
+            errs.push(
+                "ipam.nodeLostAfter",
+                secs,
+                format!("must be a number of seconds from 0 to {MAX_NODE_LOST_AFTER_SECS}"),
+            );
+            DEFAULT_NODE_LOST_AFTER
+        }
     }
 }
 
