@@ -739,6 +739,51 @@ async fn tour(c: &mut Containerd, prefix: &str) {
     remove_all(&mut cri).await;
     assert!(c.held().is_empty(), "left held: {:?}", c.held());
     assert_eq!(check_store(&c.conflist()), 0);
+
+    fixed_from_the_runtime(c, &mut cri, prefix).await;
+}
+
+/// A pod's `kube-ipam.ip` as containerd passes it (the conflist declares the
+/// `io.kubernetes.cri.pod-annotations` capability), with no kubeconfig anywhere: the address
+/// is the pod's, and the pod recreated under a new uid gets it again once the old sandbox's
+/// DEL has come. Before that nothing can vouch that the old pod is gone, so the ADD fails
+/// closed and kubelet would retry.
+async fn fixed_from_the_runtime(c: &Containerd, cri: &mut Cri, prefix: &str) {
+    assert!(
+        !Path::new(kube_ipam::pod::DEFAULT_KUBECONFIG).exists(),
+        "{} exists: this case needs a node without a kubeconfig",
+        kube_ipam::pod::DEFAULT_KUBECONFIG
+    );
+    let dir = c.path().to_owned();
+    let fixed = format!("{prefix}250");
+    let mut pod = PodSpec::new("db", "database-0");
+    pod.annotations.insert("kube-ipam.ip".into(), fixed.clone());
+    let first = run_sandbox(cri, &dir, &c.cgroup, &pod)
+        .await
+        .expect("RunPodSandbox with a fixed address");
+    assert_eq!(sandbox_status(cri, &first).await.1, fixed);
+    assert_eq!(held(&c.conflist()).get(&first), Some(&fixed));
+
+    // Deleted and recreated: same name, new uid, the old sandbox not yet torn down.
+    let recreated = PodSpec {
+        uid: uid(),
+        ..pod.clone()
+    };
+    let refused = run_sandbox(cri, &dir, &c.cgroup, &recreated)
+        .await
+        .expect_err("the address is still held by the old sandbox");
+    assert!(refused.contains(&fixed), "{refused}");
+    assert_eq!(held(&c.conflist()).get(&first), Some(&fixed));
+    stop(cri, &first).await;
+    remove(cri, &first).await;
+    let second = run_sandbox(cri, &dir, &c.cgroup, &recreated)
+        .await
+        .expect("RunPodSandbox of the recreated pod");
+    assert_eq!(sandbox_status(cri, &second).await.1, fixed);
+    assert_eq!(held(&c.conflist()).get(&second), Some(&fixed));
+    remove_all(cri).await;
+    assert!(c.held().is_empty(), "left held: {:?}", c.held());
+    assert_eq!(check_store(&c.conflist()), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
