@@ -17,5 +17,5 @@ esac
 
 scripts/install-deps.sh
 KUBE_IPAM_WALKTHROUGH_STORE=$store cargo test --quiet --features testing --test walkthrough \
-    -- --nocapture --test-threads=1 fixed_ip_survives_rescheduling layered_network 2>&1 |
+    -- --nocapture --test-threads=1 fixed_ip_survives_rescheduling statefulset_pool fixed_ip_leaves_a_lost_node layered_network 2>&1 |
     grep -v -e '^running ' -e '^test result' -e '^$' -e '^\.$'

@@ -249,7 +249,7 @@ fn describe_attachment(att: &Attachment, why: &str) -> Finding {
 
 fn describe_binding(b: &Binding) -> Finding {
     Finding {
-        what: format!("sticky binding of pod {}/{}", b.pod.namespace, b.pod.name),
+        what: format!("binding of pod {}/{}", b.pod.namespace, b.pod.name),
         addresses: b.ips.iter().map(|i| i.address).collect(),
         why: "pod no longer exists".to_owned(),
     }

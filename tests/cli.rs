@@ -183,6 +183,17 @@ fn config_check_and_examples() {
     for kind in ["macvlan", "ipvlan", "bridge", "multus"] {
         let (code, out, err) = cli(&["config", "example", "--type", kind]);
         assert_eq!(code, 0, "{err}");
+        // The runtime passes the pod's annotations, sparing the API a lookup per ADD.
+        let doc: serde_json::Value = serde_json::from_str(&out).expect("example is JSON");
+        let main = if kind == "multus" {
+            &doc["delegates"][0]
+        } else {
+            &doc
+        };
+        assert_eq!(
+            main["capabilities"]["io.kubernetes.cri.pod-annotations"], true,
+            "{kind}: {out}"
+        );
         let file = s.path().join(format!("{kind}.conf"));
         std::fs::write(&file, &out).unwrap();
         let (_, out, _) = cli(&["config", "check", file.to_str().unwrap()]);
@@ -302,14 +313,8 @@ fn an_unreadable_record_is_shown_and_can_be_removed() {
 #[test]
 fn show_outside_every_subnet_and_usage_of_fixed_addresses() {
     let (_s, conf, path) = setup(None);
-    call("ADD", "ctr-a", "eth0", &[], &conf).ip();
-    let (code, out, err) = cli(&["show", "--conf", &path, "192.0.2.7"]);
-    assert_eq!(code, 1, "{out}");
-    assert!(
-        err.contains("192.0.2.7") && err.contains("10.70.0.0/24"),
-        "{err}"
-    );
-    // A fixed address inside the dynamic range and one outside it.
+    // A fixed address inside the dynamic range and one outside it, named before the dynamic
+    // ADD so that its random pick cannot take the first one.
     call(
         "ADD",
         "ctr-f1",
@@ -326,6 +331,13 @@ fn show_outside_every_subnet_and_usage_of_fixed_addresses() {
         &conf,
     )
     .ip();
+    call("ADD", "ctr-a", "eth0", &[], &conf).ip();
+    let (code, out, err) = cli(&["show", "--conf", &path, "192.0.2.7"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        err.contains("192.0.2.7") && err.contains("10.70.0.0/24"),
+        "{err}"
+    );
     let (code, out, err) = cli(&["usage", "--conf", &path, "--output", "json"]);
     assert_eq!(code, 0, "{err}");
     let v: Value = serde_json::from_str(&out).unwrap();

@@ -9,6 +9,7 @@ mod support;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
 
 use kube_ipam::testing::KubeApi;
 use kube_ipam_etcd::testing::EtcdServer;
@@ -27,6 +28,8 @@ struct Pod {
     /// (interface, address/prefix)
     addresses: Vec<(String, String)>,
     layered: bool,
+    /// What the table says of the pod beside its addresses.
+    note: String,
 }
 
 impl Pod {
@@ -129,9 +132,28 @@ impl Cluster {
     /// Creates a pod on `node`: `eth0` on the pod network when `layered`, and the database
     /// network as `net1` (layered) or as its only interface `eth0`.
     fn create(&self, name: &str, node: usize, annotations: &[(&str, &str)], layered: bool) -> Pod {
-        let uid = self
+        self.create_owned(name, node, None, annotations, layered)
+    }
+
+    /// [`Cluster::create`] for a pod that a workload controls: `(kind, name)` of its
+    /// controller, as the StatefulSet or ReplicaSet writes it on the pod.
+    fn create_owned(
+        &self,
+        name: &str,
+        node: usize,
+        owner: Option<(&str, &str)>,
+        annotations: &[(&str, &str)],
+        layered: bool,
+    ) -> Pod {
+        let mut new = self
             .api
-            .add_pod_on(NS, name, &format!("node-{node}"), annotations);
+            .pod(NS, name)
+            .on(&format!("node-{node}"))
+            .annotations(annotations);
+        if let Some((kind, owner)) = owner {
+            new = new.controlled_by(kind, owner);
+        }
+        let uid = new.create();
         let n = self.serial.fetch_add(1, Ordering::SeqCst);
         let container = format!("{}{name}{n:04}", self.tag);
         let netns = Netns::new(format!("{}-{name}", self.tag));
@@ -170,6 +192,7 @@ impl Cluster {
             netns,
             addresses,
             layered,
+            note: String::new(),
         }
     }
 
@@ -226,16 +249,47 @@ impl Cluster {
             "embedded store"
         };
         println!("\n{title} ({store})");
-        println!("{:<14} {:<8} {:<6} ADDRESS", "POD", "NODE", "IFACE");
+        println!(
+            "{:<26} {:<8} {:<6} {:<18} NOTE",
+            "POD", "NODE", "IFACE", "ADDRESS"
+        );
         for p in pods {
             for (ifname, addr) in &p.addresses {
                 println!(
-                    "{:<14} {:<8} {:<6} {addr}",
+                    "{:<26} {:<8} {:<6} {addr:<18} {}",
                     p.name,
                     format!("node-{}", p.node),
-                    ifname
+                    ifname,
+                    p.note
                 );
             }
+        }
+    }
+
+    /// Why kube-ipam took an address over, as its log says.
+    fn takeover_reason(&self) -> Option<String> {
+        let log = std::fs::read_to_string(self.scratch.log_file()).ok()?;
+        let line = log.lines().find(|l| l.contains("took the address over"))?;
+        let (_, reason) = line.split_once("reason=")?;
+        Some(reason.trim_matches('"').to_owned())
+    }
+
+    /// `kube-ipam gc --once` against the stand-in API's pod list: what pods that are gone
+    /// for good left behind (a scaled-down StatefulSet's parked addresses) goes.
+    fn gc(&self) {
+        let path = self.scratch.path().join("db-net.conf");
+        std::fs::write(&path, self.db_net(0)).expect("write conf");
+        let (code, out, err) = cli(&[
+            "gc",
+            "--conf",
+            &path.display().to_string(),
+            "--once",
+            "--grace",
+            "0s",
+        ]);
+        assert_eq!(code, 0, "gc: {out}{err}");
+        for line in out.lines().filter(|l| l.starts_with("released")) {
+            println!("{line}");
         }
     }
 }
@@ -272,6 +326,116 @@ fn fixed_ip_survives_rescheduling() {
     c.delete(b);
     c.delete(client);
     assert!(c.held().is_empty());
+}
+
+#[test]
+fn statefulset_pool() {
+    let c = Cluster::new("kwp", 3);
+    let client = c.create("client", 2, &[], false);
+    // The StatefulSet's pod template carries one pool for all its replicas.
+    let pool = [
+        ("kube-ipam.ip-pool", "10.188.0.220-10.188.0.221"),
+        ("kube-ipam.netmask", "255.255.0.0"),
+        ("kube-ipam.gateway", "10.188.0.1"),
+    ];
+    let mysql = Some(("StatefulSet", "mysql"));
+    let mut m0 = c.create_owned("mysql-0", 0, mysql, &pool, false);
+    let mut m1 = c.create_owned("mysql-1", 1, mysql, &pool, false);
+    assert_eq!(m0.ip("eth0"), "10.188.0.220");
+    assert_eq!(m1.ip("eth0"), "10.188.0.221");
+    for m in [&m0, &m1] {
+        assert!(client.netns.ping(&m.ip("eth0")), "{} unreachable", m.name);
+    }
+    m0.note = "pool address of ordinal 0".into();
+    m1.note = "pool address of ordinal 1".into();
+    c.table(
+        "StatefulSet mysql, two replicas, one pool",
+        &[&m0, &m1, &client],
+    );
+
+    // mysql-1 is deleted; its address waits for it, and it comes back on another node.
+    c.delete(m1);
+    let parked: Vec<Value> = c
+        .held()
+        .into_iter()
+        .filter(|r| r["parked"] == true)
+        .collect();
+    assert_eq!(parked.len(), 1, "{parked:?}");
+    assert_eq!(parked[0]["address"], "10.188.0.221");
+    println!(
+        "mysql-1 deleted: 10.188.0.221 parked for {}",
+        parked[0]["pod"]
+    );
+    let mut m1 = c.create_owned("mysql-1", 2, mysql, &pool, false);
+    assert_eq!(m1.ip("eth0"), "10.188.0.221");
+    assert!(
+        client.netns.ping("10.188.0.221"),
+        "recreated mysql-1 unreachable"
+    );
+    m1.note = "recreated on node-2, kept its address".into();
+    c.table("StatefulSet mysql, mysql-1 recreated", &[&m0, &m1, &client]);
+
+    // Scaled down to nothing: the pods go, then gc frees what was kept for them.
+    for p in [m0, m1, client] {
+        c.delete(p);
+    }
+    c.gc();
+    assert!(c.held().is_empty(), "{:?}", c.held());
+}
+
+#[test]
+fn fixed_ip_leaves_a_lost_node() {
+    let c = Cluster::new("kwn", 3);
+    for n in 0..3 {
+        c.api.add_node(&format!("node-{n}"));
+    }
+    let client = c.create("client", 0, &[], false);
+    let deployment = Some(("ReplicaSet", "fixed-ip-test-6d4c9"));
+    let mut old = c.create_owned(
+        "fixed-ip-test-6d4c9-aaaaa",
+        1,
+        deployment,
+        &fixed("10.188.0.216"),
+        false,
+    );
+    assert_eq!(old.ip("eth0"), "10.188.0.216");
+    assert!(client.netns.ping("10.188.0.216"));
+    c.table("fixed-ip-test on node-1", &[&old, &client]);
+
+    // node-1 dies: its link goes dark, the node controller marks it not Ready, and after
+    // five minutes its pods are deleted, which nobody on node-1 will ever confirm.
+    must(&["ip", "link", "set", &c.masters[1], "down"]);
+    assert!(c
+        .api
+        .set_node_ready("node-1", "Unknown", Duration::from_secs(360)));
+    assert!(c
+        .api
+        .mark_for_deletion(NS, &old.name, 30, Duration::from_secs(60)));
+    assert!(
+        !client.netns.ping("10.188.0.216"),
+        "the lost node still answers"
+    );
+    // The Deployment's replacement, on node-2, gets the address at once.
+    let mut new = c.create_owned(
+        "fixed-ip-test-6d4c9-bbbbb",
+        2,
+        deployment,
+        &fixed("10.188.0.216"),
+        false,
+    );
+    assert_eq!(new.ip("eth0"), "10.188.0.216");
+    assert!(client.netns.ping("10.188.0.216"), "replacement unreachable");
+    let why = c.takeover_reason().expect("the takeover is logged");
+    assert!(
+        why.contains("node-1") && why.contains("Ready=Unknown"),
+        "{why}"
+    );
+    old.note = "node-1 lost; terminating".into();
+    new.note = format!("took 10.188.0.216 over: {why}");
+    c.table("fixed-ip-test, node-1 lost", &[&old, &new, &client]);
+    c.delete(new);
+    c.delete(client);
+    assert!(c.held().is_empty(), "{:?}", c.held());
 }
 
 #[test]

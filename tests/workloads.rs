@@ -52,6 +52,23 @@ fn kinds(s: &Scratch, conf: &str) -> Vec<(String, String, String, bool)> {
     rows
 }
 
+/// `kube-ipam usage --output json`: one item per range.
+fn usage(s: &Scratch, conf: &str) -> Vec<Value> {
+    let path = support::pods::conf_file(s, conf);
+    let (code, out, err) = support::cli(&[
+        "usage",
+        "--conf",
+        &path.display().to_string(),
+        "--output",
+        "json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    serde_json::from_str::<Value>(&out)
+        .ok()
+        .and_then(|v| v.as_array().cloned())
+        .unwrap_or_else(|| panic!("usage printed {out:?}"))
+}
+
 const POOL: &str = "10.188.0.216-10.188.0.218,fd00:188::216-fd00:188::218";
 
 fn pool_annotations() -> Vec<(&'static str, &'static str)> {
@@ -130,6 +147,16 @@ fn statefulset_replicas_take_their_ordinals_and_keep_them_across_recreation() {
         .all(|r| r.1 == format!("{NS}/mysql-1") && r.2 == "pool"));
     let e = call("ADD", "c3", "mysql-3", &uid3, "node-3", &conf).err(11);
     assert!(e.contains("binding of pod prod/mysql-1"), "{e}");
+    consistent(&s, &conf);
+    let usage = usage(&s, &conf);
+    assert_eq!(
+        (usage[0]["pool"].as_u64(), usage[0]["parked"].as_u64()),
+        (Some(2), Some(1))
+    );
+    assert_eq!(
+        (usage[1]["pool"].as_u64(), usage[1]["parked"].as_u64()),
+        (Some(2), Some(1))
+    );
 
     // The StatefulSet recreates mysql-1 on another node: new uid, same addresses.
     let uid1 = replica(1, "node-2");

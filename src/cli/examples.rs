@@ -25,26 +25,34 @@ fn ipam() -> Value {
     })
 }
 
+/// containerd and CRI-O then pass the pod's annotations in `runtimeConfig`, and kube-ipam
+/// reads them there instead of asking the API server for the pod on every ADD.
+fn capabilities() -> Value {
+    json!({"io.kubernetes.cri.pod-annotations": true})
+}
+
 pub fn example(kind: ExampleType) -> String {
     let conf = match kind {
         ExampleType::Macvlan => json!({
             "cniVersion": "1.0.0", "name": "macvlan-net", "type": "macvlan",
-            "master": "eth0", "mode": "bridge", "ipam": ipam()
+            "master": "eth0", "mode": "bridge", "capabilities": capabilities(), "ipam": ipam()
         }),
         ExampleType::Ipvlan => json!({
             "cniVersion": "1.0.0", "name": "ipvlan-net", "type": "ipvlan",
-            "master": "eth0", "mode": "l2", "ipam": ipam()
+            "master": "eth0", "mode": "l2", "capabilities": capabilities(), "ipam": ipam()
         }),
         ExampleType::Bridge => json!({
             "cniVersion": "1.0.0", "name": "bridge-net", "type": "bridge",
-            "bridge": "cni0", "isGateway": true, "ipMasq": true, "ipam": ipam()
+            "bridge": "cni0", "isGateway": true, "ipMasq": true,
+            "capabilities": capabilities(), "ipam": ipam()
         }),
         ExampleType::Multus => json!({
             "cniVersion": "1.0.0", "name": "multus-cni-network", "type": "multus",
             "kubeconfig": "/etc/cni/net.d/multus.d/multus.kubeconfig",
             "delegates": [{
                 "cniVersion": "1.0.0", "name": "database-net", "type": "macvlan",
-                "master": "eth0", "mode": "bridge", "ipam": ipam()
+                "master": "eth0", "mode": "bridge", "capabilities": capabilities(),
+                "ipam": ipam()
             }]
         }),
     };

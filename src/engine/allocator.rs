@@ -8,8 +8,11 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use kube_ipam_store::{AttachedIp, Compare, Holder, Keys, Kind, LeaseStore, OriginalKeys};
+use kube_ipam_store::{
+    AttachedIp, Compare, Holder, Keys, Kind, LeaseStore, Mutation, OriginalKeys, StoreError,
+};
 
+use super::hints::freed;
 use super::original::Original;
 use super::pool::Pool;
 use crate::config::{IpamConf, PoolSpan, RequestedIp};
@@ -149,6 +152,29 @@ impl<S: LeaseStore> Allocator<S> {
 
     pub fn pools(&self) -> impl Iterator<Item = &Pool> {
         self.sets.iter().flatten()
+    }
+
+    /// Every commit of the engine goes through here: a deleted address record takes the
+    /// hints of its blocks with it, in the same commit, so no hint outlives the record that
+    /// made its block full.
+    pub async fn commit(
+        &self,
+        compares: &[Compare],
+        mutations: &[Mutation],
+    ) -> std::result::Result<bool, StoreError> {
+        let mut all = mutations.to_vec();
+        for m in mutations {
+            if let Mutation::Delete(k) = m {
+                if let Some(ip) = self.keys.parse_ip(k) {
+                    for d in freed(&self.keys, ip) {
+                        if !all.contains(&d) {
+                            all.push(d);
+                        }
+                    }
+                }
+            }
+        }
+        self.store.commit(compares, &all).await
     }
 }
 

@@ -5,7 +5,7 @@
 //! block roomier than it is (that costs a read), never fuller. That is kept by two rules:
 //!
 //! - Every commit that deletes an address record also deletes the hints of every block
-//!   holding that address ([`Allocator::commit`]). Claims never touch hints, so concurrent
+//!   holding that address ([`crate::engine::Allocator::commit`]). Claims never touch hints, so concurrent
 //!   claims never meet on a hint key.
 //! - A search writes a "full" hint only conditionally on the hint key being exactly as it was
 //!   before the search read the block. A release in between changes or deletes the key, so
@@ -18,9 +18,8 @@
 
 use std::net::IpAddr;
 
-use kube_ipam_store::{Compare, Entry, Keys, LeaseStore, Mutation, Revision, StoreError};
+use kube_ipam_store::{Entry, Keys, Mutation, Revision};
 
-use super::allocator::Allocator;
 use super::pool::{to_u128, Pool};
 
 /// Addresses of a window, as a power of two; also the fan-out of every level above it.
@@ -168,31 +167,6 @@ pub fn freed(keys: &Keys, addr: IpAddr) -> impl Iterator<Item = Mutation> + '_ {
     let v6 = addr.is_ipv6();
     let v = to_u128(addr);
     (0..levels(v6)).map(move |level| Mutation::Delete(keys.hint(v6, level, block(level, v).0)))
-}
-
-impl<S: LeaseStore> Allocator<S> {
-    /// Every commit of the engine goes through here: a deleted address record takes the
-    /// hints of its blocks with it, in the same commit, so no hint outlives the record that
-    /// made its block full.
-    pub async fn commit(
-        &self,
-        compares: &[Compare],
-        mutations: &[Mutation],
-    ) -> std::result::Result<bool, StoreError> {
-        let mut all = mutations.to_vec();
-        for m in mutations {
-            if let Mutation::Delete(k) = m {
-                if let Some(ip) = self.keys.parse_ip(k) {
-                    for d in freed(&self.keys, ip) {
-                        if !all.contains(&d) {
-                            all.push(d);
-                        }
-                    }
-                }
-            }
-        }
-        self.store.commit(compares, &all).await
-    }
 }
 
 #[cfg(test)]

@@ -107,7 +107,7 @@ impl Collector for Pools {
         }
         let mut m = enc.encode_descriptor(
             "fixed_takeovers",
-            "Fixed addresses taken over from pods that no longer exist",
+            "Named addresses taken over from pods that no longer exist or are terminating on a lost node",
             None,
             MetricType::Counter,
         )?;
