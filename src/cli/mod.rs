@@ -5,6 +5,7 @@ mod collect;
 mod examples;
 mod import;
 mod inspect;
+mod install;
 
 use std::path::{Path, PathBuf};
 
@@ -156,6 +157,34 @@ enum Cmd {
     /// Converts the store an earlier release kept in DIR (`<dataDir>/<network>`, sled) into
     /// the current one, keeping every record; the plugin refuses that directory until then.
     ConvertStore { dir: PathBuf },
+    /// Puts kube-ipam on this node: the command of the DaemonSet's container.
+    #[command(group(
+        clap::ArgGroup::new("work")
+            .required(true)
+            .multiple(true)
+            .args(["bin_dir", "kubeconfig", "confs"])
+    ))]
+    Install {
+        /// Copy this executable to DIR/kube-ipam (mode 0755), unless it is there already.
+        #[arg(long, value_name = "DIR")]
+        bin_dir: Option<PathBuf>,
+        /// Write a kubeconfig for the pod's service account to FILE (mode 0600).
+        #[arg(long, value_name = "FILE")]
+        kubeconfig: Option<PathBuf>,
+        /// Where the service account's `token` and `ca.crt` are mounted.
+        #[arg(long, value_name = "DIR", default_value = install::SERVICE_ACCOUNT_DIR)]
+        service_account_dir: PathBuf,
+        /// Copy the network config files given to DIR, each under its own name.
+        #[arg(long, value_name = "DIR", requires = "confs")]
+        conf_dir: Option<PathBuf>,
+        /// Keep running: rewrite the kubeconfig when the token changes and the configs when
+        /// they change; exit 0 on SIGTERM.
+        #[arg(long)]
+        watch: bool,
+        /// Network config files to copy to --conf-dir.
+        #[arg(value_name = "CONF", requires = "conf_dir")]
+        confs: Vec<PathBuf>,
+    },
     /// Network config tools.
     Config {
         #[command(subcommand)]
@@ -177,9 +206,37 @@ enum ConfigCmd {
 /// Runs the CLI; returns the process exit code. Output goes to stdout, problems to stderr.
 pub fn main() -> i32 {
     let cli = Cli::parse();
+    // Synchronous, and its signal handling wants the process to have no other thread.
+    let command = match cli.command {
+        Cmd::Install {
+            bin_dir,
+            kubeconfig,
+            service_account_dir,
+            conf_dir,
+            watch,
+            confs,
+        } => {
+            let o = install::Options {
+                bin_dir,
+                kubeconfig,
+                service_account_dir,
+                conf_dir,
+                confs,
+                watch,
+            };
+            return match install::run(&o) {
+                Ok(code) => code,
+                Err(e) => {
+                    eprintln!("kube-ipam install: {e}");
+                    1
+                }
+            };
+        }
+        other => other,
+    };
     // A scrape or a health probe must not wait for a pass busy reading a large store.
     let serving = matches!(
-        cli.command,
+        command,
         Cmd::Gc {
             metrics_address: Some(_),
             ..
@@ -196,7 +253,7 @@ pub fn main() -> i32 {
             return exit::FAILED;
         }
     };
-    match rt.block_on(run(cli.command)) {
+    match rt.block_on(run(command)) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("kube-ipam: {e}");
@@ -269,6 +326,7 @@ async fn run(cmd: Cmd) -> Result<i32> {
             println!("{}", examples::example(kind));
             Ok(0)
         }
+        Cmd::Install { .. } => Err(Error::Internal("install runs before the runtime".into())),
     }
 }
 

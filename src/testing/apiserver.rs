@@ -45,6 +45,8 @@ struct State {
     nodes: BTreeMap<String, Node>,
     requests: Vec<String>,
     version: u64,
+    /// Replaces the token of `start` once set (`set_token`).
+    token: Option<String>,
 }
 
 /// The taints the node lifecycle controller puts on a node whose Ready condition is `False`
@@ -456,6 +458,17 @@ impl KubeApi {
             }
         }
     }
+
+    /// From now on only `token` is accepted, as after a service-account token rotation; the
+    /// kubeconfigs written before hold the old one and get 401.
+    pub fn set_token(&self, token: &str) {
+        lock(&self.state).token = Some(token.to_owned());
+    }
+
+    /// The CA that signed the server's certificate (PEM), as a pod finds it in `ca.crt`.
+    pub fn ca(&self) -> &Path {
+        &self.ca
+    }
 }
 
 impl Drop for KubeApi {
@@ -555,6 +568,10 @@ fn answer(
     state: &Mutex<State>,
     mode: &Mutex<ApiMode>,
 ) -> (u16, Value) {
+    let token = lock(state)
+        .token
+        .clone()
+        .unwrap_or_else(|| token.to_owned());
     if headers.get("authorization").map(String::as_str) != Some(&format!("Bearer {token}")) {
         return status(401, "Unauthorized", "Unauthorized".into());
     }
