@@ -27,6 +27,8 @@ for t in "${targets[@]}"; do
     mkdir -p "$corpus"
     seeds=()
     [ -d "fuzz/seeds/$t" ] && seeds=("$PWD/fuzz/seeds/$t")
+    # The config target starts from the very files the config tests read: one copy of them.
+    [ "$t" = config ] && seeds=("$PWD/tests/fixtures/config")
     status=0
     (cd fuzz && cargo fuzz run "$t" --sanitizer none "$PWD/corpus/$t" "${seeds[@]}" -- \
         -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1) \

@@ -7,6 +7,7 @@ use std::path::Path;
 
 use kube_ipam::testing::{ApiMode, KubeApi};
 use serde_json::{json, Value};
+use support::pods::{addresses, consistent, listed};
 use support::{call, cli, Out, Scratch};
 
 const NS: &str = "prod";
@@ -36,46 +37,14 @@ fn dual_stack(s: &Scratch, kubeconfig: &Path) -> String {
     )
 }
 
-/// A call as kubelet makes it for pod `name` (uid `uid`) on `node`.
+/// A call as kubelet makes it for pod `name` (uid `uid`) of the test namespace on `node`.
 fn pod_call(cmd: &str, container: &str, name: &str, uid: &str, node: &str, conf: &str) -> Out {
-    let args = format!(
-        "IgnoreUnknown=1;K8S_POD_NAMESPACE={NS};K8S_POD_NAME={name};K8S_POD_INFRA_CONTAINER_ID={container};K8S_POD_UID={uid}"
-    );
-    call(
-        cmd,
-        container,
-        "eth0",
-        &[("CNI_ARGS", &args), ("KUBE_IPAM_NODE", node)],
-        conf,
-    )
-}
-
-fn addresses(result: &Value) -> Vec<String> {
-    result["ips"]
-        .as_array()
-        .map(|ips| {
-            ips.iter()
-                .filter_map(|i| i["address"].as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default()
+    support::pods::pod_call(cmd, container, (NS, name), uid, node, conf)
 }
 
 /// What the store holds, through the operator CLI: address -> pod.
 fn held(s: &Scratch, conf: &str) -> Vec<(String, String)> {
-    let path = s.path().join("net.conf");
-    std::fs::write(&path, conf).expect("write conf");
-    let (code, out, err) = cli(&[
-        "ls",
-        "--conf",
-        &path.display().to_string(),
-        "--output",
-        "json",
-    ]);
-    assert_eq!(code, 0, "ls failed: {err}");
-    let v: Value = serde_json::from_str(&out).expect("ls json");
-    v.as_array()
-        .expect("ls array")
+    listed(s, conf)
         .iter()
         .map(|r| {
             (
@@ -84,13 +53,6 @@ fn held(s: &Scratch, conf: &str) -> Vec<(String, String)> {
             )
         })
         .collect()
-}
-
-fn consistent(s: &Scratch, conf: &str) {
-    let path = s.path().join("net.conf");
-    std::fs::write(&path, conf).expect("write conf");
-    let (code, out, _) = cli(&["check-store", "--conf", &path.display().to_string()]);
-    assert_eq!(code, 0, "store inconsistent: {out}");
 }
 
 fn annotated(ip: &str) -> Vec<(&str, &str)> {

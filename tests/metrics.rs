@@ -76,16 +76,7 @@ fn network(s: &Scratch, etcd: &EtcdServer, api: &KubeApi) -> String {
 }
 
 fn pod_call(cmd: &str, container: &str, name: &str, uid: &str, conf: &str) -> Out {
-    let args = format!(
-        "IgnoreUnknown=1;K8S_POD_NAMESPACE={NS};K8S_POD_NAME={name};K8S_POD_INFRA_CONTAINER_ID={container};K8S_POD_UID={uid}"
-    );
-    call(
-        cmd,
-        container,
-        "eth0",
-        &[("CNI_ARGS", &args), ("KUBE_IPAM_NODE", "node-1")],
-        conf,
-    )
+    support::pods::pod_call(cmd, container, (NS, name), uid, "node-1", conf)
 }
 
 /// `kube-ipam gc` as a loop with an endpoint on a free loopback port; returns it and the
