@@ -80,6 +80,7 @@ fn main() {
                 node: "fill".into(),
             };
             let rec = IpRecord {
+                network: conf.name.clone(),
                 holder: holder.clone(),
                 kind: Kind::Dynamic,
                 range: pool.id.clone(),

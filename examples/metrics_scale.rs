@@ -66,6 +66,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                             Kind::Dynamic
                         };
                         let rec = IpRecord {
+                            network: "big".into(),
                             holder: holder.clone(),
                             kind,
                             range: range.into(),

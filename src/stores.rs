@@ -1,18 +1,27 @@
 //! Opens the store a network config asks for: etcd when `etcdConfig` is given, else the
 //! embedded SQLite store.
 
+use std::path::PathBuf;
 use std::time::Instant;
 
 use kube_ipam_etcd::{EtcdOptions, EtcdStore, TlsFiles};
 use kube_ipam_sqlite::SqliteStore;
-use kube_ipam_store::LeaseStore;
+use kube_ipam_store::{Keys, LeaseStore};
 
 use crate::config::NetConf;
 use crate::{Error, Result};
 
-/// The embedded store's place for this network: one database per network, so networks never
-/// wait on each other's writers.
-pub fn embedded_path(conf: &NetConf) -> std::path::PathBuf {
+/// The embedded store's place: one database per data directory, shared by every network
+/// that names it, so that they hand out each address once. `_space` cannot be a network name.
+pub fn embedded_path(conf: &NetConf) -> PathBuf {
+    conf.ipam.data_dir.join(SHARED_DIR)
+}
+
+/// Directory of the shared database inside `dataDir`.
+pub const SHARED_DIR: &str = "_space";
+
+/// Where earlier releases kept this network's own database.
+pub fn previous_path(conf: &NetConf) -> PathBuf {
     conf.ipam.data_dir.join(&conf.name)
 }
 
@@ -20,7 +29,11 @@ pub fn embedded_path(conf: &NetConf) -> std::path::PathBuf {
 /// name or dataDir must be an error naming both, not a new empty store that says "nothing
 /// held".
 pub async fn open_existing(conf: &NetConf) -> Result<Box<dyn LeaseStore>> {
-    if conf.ipam.etcd.is_none() && !embedded_path(conf).exists() {
+    let previous = previous_path(conf).join(kube_ipam_sqlite::DB_FILE);
+    if conf.ipam.etcd.is_none() {
+        kube_ipam_sqlite::refuse_unconverted(&previous_path(conf))?;
+    }
+    if conf.ipam.etcd.is_none() && !embedded_path(conf).exists() && !previous.exists() {
         return Err(Error::Io {
             path: embedded_path(conf).display().to_string(),
             reason: format!(
@@ -60,7 +73,23 @@ pub async fn open_until(conf: &NetConf, deadline: Instant) -> Result<Box<dyn Lea
         }
         None => {
             let left = deadline.saturating_duration_since(Instant::now());
-            Ok(Box::new(SqliteStore::open(&embedded_path(conf), left)?))
+            // Before anything is created: a network still in the sled store of an earlier
+            // release is refused until converted.
+            kube_ipam_sqlite::refuse_unconverted(&previous_path(conf))?;
+            let store = SqliteStore::open(&embedded_path(conf), left)?;
+            // A store of an earlier release, one database per network, is taken in first.
+            let keys = Keys::new(&conf.ipam.key_prefix, &conf.name);
+            let copied = store.adopt(&previous_path(conf), &keys.network_marker())?;
+            if copied > 0 {
+                tracing::info!(
+                    network = %conf.name,
+                    keys = copied,
+                    from = %previous_path(conf).display(),
+                    "took the network's own database of an earlier release into the data \
+                     directory's shared store"
+                );
+            }
+            Ok(Box::new(store))
         }
     }
 }

@@ -68,7 +68,7 @@ fn call_behind_a_frozen_lock_holder_ends_at_its_deadline() {
     let call = |verb: &str, id: &str| support::call(verb, id, "eth0", &[], &conf);
     let ip = call("ADD", "before").ip();
 
-    let db = s.data_dir().join("testnet").join(kube_ipam_sqlite::DB_FILE);
+    let db = s.data_dir().join("_space").join(kube_ipam_sqlite::DB_FILE);
     let mut holder = LockHolder::start(&db);
     holder.freeze();
 

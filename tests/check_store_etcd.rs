@@ -116,6 +116,7 @@ fn check_store_reports_nothing_false_under_a_live_add_del_storm() {
         let store = EtcdStore::connect(etcd.options()).await.expect("connect");
         let keys = Keys::new("/kube-ipam", "storm");
         let rec = IpRecord {
+            network: "storm".into(),
             holder: Holder {
                 container_id: "nobody".into(),
                 ifname: "eth0".into(),
@@ -189,6 +190,7 @@ fn exit_codes_tell_problems_from_a_store_that_cannot_be_read() {
     rt.block_on(async {
         let store = EtcdStore::connect(etcd.options()).await.expect("connect");
         let rec = IpRecord {
+            network: "codes".into(),
             holder: Holder {
                 container_id: "nobody".into(),
                 ifname: "eth0".into(),

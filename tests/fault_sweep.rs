@@ -173,7 +173,7 @@ fn victim_restarts_log(template: &Path) -> bool {
     copy_dir(template, &s.data_dir());
     let log = s
         .data_dir()
-        .join("testnet")
+        .join("_space")
         .join(format!("{}-wal", kube_ipam_sqlite::DB_FILE));
     let sequence = || {
         std::fs::read(&log)
@@ -313,7 +313,7 @@ fn point(
     }
     // Left in rollback-journal mode, the store would work but make readers and writers
     // wait for each other.
-    let db = s.data_dir().join("testnet").join(kube_ipam_sqlite::DB_FILE);
+    let db = s.data_dir().join("_space").join(kube_ipam_sqlite::DB_FILE);
     let mode = Command::new("sqlite3")
         .arg(&db)
         .arg("PRAGMA journal_mode")

@@ -82,7 +82,8 @@ impl Net {
     }
 }
 
-/// Every key left under the network's prefix, read directly from etcd.
+/// Every key left of the network, read directly from etcd: under its own prefix (but the
+/// marker that says it exists), and the address records of the shared space that name it.
 fn keys_left(opts: EtcdOptions, network: &str) -> Vec<String> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -90,9 +91,25 @@ fn keys_left(opts: EtcdOptions, network: &str) -> Vec<String> {
         .expect("runtime");
     rt.block_on(async {
         let store = EtcdStore::connect(opts).await.expect("connect");
-        let (from, to) = Keys::new("/kube-ipam", network).all();
-        let entries = store.range(&from, &to, 0).await.expect("range");
-        entries.into_iter().map(|e| e.key).collect()
+        let keys = Keys::new("/kube-ipam", network);
+        let (from, to) = keys.all();
+        let mut left: Vec<String> = store
+            .range(&from, &to, 0)
+            .await
+            .expect("range")
+            .into_iter()
+            .map(|e| e.key)
+            .filter(|k| *k != keys.network_marker())
+            .collect();
+        let (from, to) = keys.ips();
+        for e in store.range(&from, &to, 0).await.expect("range") {
+            let rec: kube_ipam_store::IpRecord =
+                kube_ipam_store::records::decode(&e.key, &e.value).expect("record");
+            if rec.network == network {
+                left.push(e.key);
+            }
+        }
+        left
     })
 }
 

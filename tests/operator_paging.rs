@@ -50,6 +50,7 @@ fn fill(etcd: &EtcdServer, network: &str, range: &str) {
                 created: 0,
             };
             let rec = IpRecord {
+                network: network.into(),
                 holder,
                 kind: Kind::Dynamic,
                 range: range.into(),

@@ -44,7 +44,8 @@ pub async fn run(conf: &NetConf, o: &Options) -> Result<i32> {
     let pods = directory(conf, o).await?;
     let store: Arc<dyn kube_ipam_store::LeaseStore> = Arc::from(stores::open_existing(conf).await?);
     let keys = kube_ipam_store::Keys::new(&conf.ipam.key_prefix, &conf.name);
-    let alloc = Allocator::new(store.clone(), keys, &conf.ipam);
+    let alloc =
+        super::inspect::settled(conf, Allocator::new(store.clone(), keys, &conf.ipam)).await?;
     let metrics = match o.metrics_address {
         Some(addr) => {
             let m = Arc::new(Metrics::new(&conf.name));

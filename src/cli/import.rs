@@ -77,6 +77,8 @@ pub async fn run(conf: &NetConf, o: &Options) -> Result<i32> {
         Keys::new(&conf.ipam.key_prefix, &conf.name),
         &conf.ipam,
     );
+    // Importing is a network's first use as much as an ADD is.
+    alloc.settle_layout(!o.dry_run).await?;
     let would = if o.dry_run {
         "would import"
     } else {

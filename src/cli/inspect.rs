@@ -21,11 +21,37 @@ pub struct Filter {
 
 async fn allocator(conf: &NetConf) -> Result<Allocator<Box<dyn LeaseStore>>> {
     let store = stores::open_existing(conf).await?;
-    Ok(Allocator::new(
+    let alloc = Allocator::new(
         store,
         Keys::new(&conf.ipam.key_prefix, &conf.name),
         &conf.ipam,
-    ))
+    );
+    settled(conf, alloc).await
+}
+
+/// An allocator of a network that exists in its store, whose records are all in the store's
+/// shared address space: a mistyped network name is an error naming it, not "nothing held".
+pub(super) async fn settled<S: LeaseStore>(
+    conf: &NetConf,
+    alloc: Allocator<S>,
+) -> Result<Allocator<S>> {
+    // On etcd a network was never checked for: a collector may well start before the first
+    // ADD. The embedded store's own directory used to say whether the network existed.
+    if conf.ipam.etcd.is_none() && !alloc.known().await? {
+        return Err(Error::Io {
+            path: match &conf.ipam.etcd {
+                Some(e) => e.endpoints.join(","),
+                None => stores::embedded_path(conf).display().to_string(),
+            },
+            reason: format!(
+                "no network {:?} in this store (prefix {}): check the config's name, dataDir \
+                 and keyPrefix (a network appears with its first ADD)",
+                conf.name, conf.ipam.key_prefix
+            ),
+        });
+    }
+    alloc.settle_layout(false).await?;
+    Ok(alloc)
 }
 
 fn pod_of(r: &IpRecord) -> String {
@@ -187,7 +213,9 @@ fn print_page(
                 continue;
             }
         };
-        let wanted = f.pod.as_ref().is_none_or(|p| &pod_of(&r) == p)
+        // The store's address space holds every network's records.
+        let wanted = r.network == keys.network()
+            && f.pod.as_ref().is_none_or(|p| &pod_of(&r) == p)
             && f.node.as_ref().is_none_or(|n| &r.holder.node == n)
             && f.range
                 .as_ref()
@@ -300,6 +328,12 @@ pub async fn show(conf: &NetConf, ip: IpAddr) -> Result<i32> {
     match alloc.store().get(&key).await? {
         None => println!("{ip}: free"),
         Some(e) => match decode::<IpRecord>(&key, &e.value) {
+            Ok(r) if !alloc.mine(&r) => println!(
+                "{ip}: held by {} in network {} since {} ago",
+                r.holder,
+                r.network,
+                age(r.created)
+            ),
             Ok(r) => println!(
                 "{ip}: {} address held by {} since {} ago (range {})",
                 r.kind,
@@ -341,6 +375,14 @@ pub async fn release(conf: &NetConf, ip: IpAddr) -> Result<i32> {
             return Ok(exit::FOUND);
         }
     };
+    if !alloc.mine(&rec) {
+        eprintln!(
+            "kube-ipam: {ip} is held by {} in network {}, not {}: release it with that \
+             network's config",
+            rec.holder, rec.network, conf.name
+        );
+        return Ok(exit::FAILED);
+    }
     let h = &rec.holder;
     let attachment = match h.is_binding() {
         true => None,
@@ -446,6 +488,7 @@ mod tests {
             for i in 0..n as u32 {
                 let ip = IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0001 + i));
                 let rec = IpRecord {
+                    network: "n".into(),
                     holder: Holder {
                         container_id: format!("c{i}"),
                         ifname: "eth0".into(),

@@ -205,6 +205,7 @@ async fn dispatch(env: &Env, conf: &NetConf, deadline: Instant) -> Result<Option
     if let Some(pods) = asker.as_ref().and_then(|a| a.pods.clone()) {
         alloc = alloc.with_pods(pods);
     }
+    alloc.settle_layout(env.command == Command::Add).await?;
     let out = verb(env, conf, version, &alloc, asker).await?;
     tracing::info!(
         command = env.command.as_str(),

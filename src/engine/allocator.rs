@@ -9,7 +9,8 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use kube_ipam_store::{
-    AttachedIp, Compare, Holder, Keys, Kind, LeaseStore, Mutation, OriginalKeys, StoreError,
+    AttachedIp, Compare, Holder, IpRecord, Keys, Kind, LeaseStore, Mutation, OriginalKeys,
+    StoreError,
 };
 
 use super::hints::freed;
@@ -152,6 +153,12 @@ impl<S: LeaseStore> Allocator<S> {
 
     pub fn pools(&self) -> impl Iterator<Item = &Pool> {
         self.sets.iter().flatten()
+    }
+
+    /// Whether an address record of the store's shared space is this network's: every other
+    /// network's attachments are its own business.
+    pub fn mine(&self, rec: &IpRecord) -> bool {
+        rec.network == self.keys.network()
     }
 
     /// Every commit of the engine goes through here: a deleted address record takes the

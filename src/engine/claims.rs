@@ -162,6 +162,7 @@ impl<S: LeaseStore> Allocator<S> {
             let mut mutations = Vec::with_capacity(ips.len() + 2);
             for ip in &ips {
                 let record = IpRecord {
+                    network: self.keys.network().to_owned(),
                     holder: req.holder.clone(),
                     kind: ip.kind,
                     range: ip.range.clone(),
@@ -171,6 +172,12 @@ impl<S: LeaseStore> Allocator<S> {
             }
             mutations.push(Mutation::Put(owner_key.clone(), encode(&attachment)));
             self.guard_original(&req.holder, &ips, &mut compares, &mut mutations);
+            // A record of this network in the layout before the shared space, not converted
+            // yet or written since by a node of an earlier release, holds its address too.
+            compares.extend(
+                ips.iter()
+                    .map(|i| Compare::Absent(self.keys.network_ip(i.address))),
+            );
             if let Some(pod) = bound_pod {
                 let keeps =
                     |i: &AttachedIp| i.kind == Kind::Sticky || (binds_pool && i.kind == Kind::Pool);
@@ -244,7 +251,10 @@ impl<S: LeaseStore> Allocator<S> {
                     let k = self.keys.ip(gone.address);
                     if let Some(e) = self.store.get(&k).await? {
                         let rec: IpRecord = decode(&k, &e.value)?;
-                        if rec.holder.is_binding() && rec.holder.same_pod_name(pod) {
+                        if self.mine(&rec)
+                            && rec.holder.is_binding()
+                            && rec.holder.same_pod_name(pod)
+                        {
                             compares.push(Compare::Revision(k.clone(), e.revision));
                             mutations.push(Mutation::Delete(k));
                         }
@@ -404,6 +414,17 @@ impl<S: LeaseStore> Allocator<S> {
             return Ok(Claim::Free(Compare::Absent(key)));
         };
         let rec: IpRecord = decode(&key, &e.value)?;
+        // Another network's: neither ours to take nor to take over. Its own collector frees
+        // it when its pod is gone.
+        if !self.mine(&rec) {
+            return match sticky_for {
+                Some(_) => Ok(Claim::Stale),
+                None => Err(Error::TryAgain(format!(
+                    "{ip} is held by {} in network {}",
+                    rec.holder, rec.network
+                ))),
+            };
+        }
         let ours = || Ok(Claim::Free(Compare::Revision(key.clone(), e.revision)));
         // A record of this very attachment without its owner record: a claim cut short.
         if rec.holder.same_attachment(me) {

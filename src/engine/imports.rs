@@ -71,7 +71,7 @@ impl<S: LeaseStore> Allocator<S> {
                             outcomes.push((addr, Imported::AlreadyThere));
                             continue;
                         }
-                        if !rec.holder.same_attachment(holder) {
+                        if !self.mine(&rec) || !rec.holder.same_attachment(holder) {
                             outcomes.push((addr, Imported::Conflict(rec.holder)));
                             continue;
                         }
@@ -80,6 +80,7 @@ impl<S: LeaseStore> Allocator<S> {
                     }
                     None => {
                         let record = IpRecord {
+                            network: self.keys.network().to_owned(),
                             holder: holder.clone(),
                             kind: ip.kind,
                             range: ip.range.clone(),

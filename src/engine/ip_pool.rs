@@ -92,10 +92,17 @@ impl<S: LeaseStore> Allocator<S> {
                 return Ok(Pooled::Free(c, Compare::Absent(key)));
             };
             let rec: IpRecord = decode(&key, &e.value)?;
-            let mine = rec.holder.same_attachment(me)
+            if !self.mine(&rec) {
+                named.push(format!(
+                    "{} by {} in network {}",
+                    c.addr, rec.holder, rec.network
+                ));
+                continue;
+            }
+            let ours = rec.holder.same_attachment(me)
                 || (rec.holder.is_binding()
                     && bound_to.is_some_and(|p| rec.holder.same_pod_name(p)));
-            if mine {
+            if ours {
                 return Ok(Pooled::Free(c, Compare::Revision(key, e.revision)));
             }
             named.push(format!("{} by {}", c.addr, rec.holder));

@@ -8,6 +8,7 @@ pub mod hints;
 mod imports;
 mod inspection;
 mod ip_pool;
+mod layout;
 mod original;
 pub mod pool;
 mod releases;
@@ -18,6 +19,7 @@ pub use allocator::{unix_now, AddRequest, Allocator, PoolRequest, Release, Wante
 pub use bitmap::Bitmap;
 pub use imports::Imported;
 pub use inspection::Verified;
+pub use layout::Converted;
 pub use pool::Pool;
 
 #[cfg(test)]

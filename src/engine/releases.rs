@@ -74,12 +74,24 @@ impl<S: LeaseStore> Allocator<S> {
         }
         for ip in &att.ips {
             let key = self.keys.ip(ip.address);
-            if let Some(e) = self.store.get(&key).await? {
-                let rec: IpRecord = decode(&key, &e.value)?;
-                // Only what still names this attachment is ours to free.
-                if !rec.holder.same_attachment(&att.holder) {
-                    continue;
+            let here = match self.store.get(&key).await? {
+                Some(e) => Some((decode::<IpRecord>(&key, &e.value)?, e)),
+                None => None,
+            };
+            let ours = |rec: &IpRecord| self.mine(rec) && rec.holder.same_attachment(&att.holder);
+            if !here.as_ref().is_some_and(|(rec, _)| ours(rec)) {
+                // Held twice since the move into the shared space: the other holder keeps
+                // the space's record, this attachment only its own.
+                let twice = self.keys.held_twice(ip.address);
+                if let Some(e) = self.store.get(&twice).await? {
+                    if decode::<IpRecord>(&twice, &e.value).is_ok_and(|r| ours(&r)) {
+                        compares.push(Compare::Revision(twice.clone(), e.revision));
+                        mutations.push(Mutation::Delete(twice));
+                    }
                 }
+                continue;
+            }
+            if let Some((rec, e)) = here {
                 compares.push(Compare::Revision(key.clone(), e.revision));
                 match pod {
                     Some(pod) if keepable(ip.kind) && kept.contains(&ip.address) => {
@@ -140,7 +152,7 @@ impl<S: LeaseStore> Allocator<S> {
             let k = self.keys.ip(ip.address);
             if let Some(e) = self.store.get(&k).await? {
                 let rec: IpRecord = decode(&k, &e.value)?;
-                if rec.holder.is_binding() && rec.holder.same_pod_name(pod) {
+                if self.mine(&rec) && rec.holder.is_binding() && rec.holder.same_pod_name(pod) {
                     compares.push(Compare::Revision(k.clone(), e.revision));
                     mutations.push(Mutation::Delete(k));
                 }
@@ -171,7 +183,7 @@ impl<S: LeaseStore> Allocator<S> {
             let k = self.keys.ip(ip);
             if let Some(e) = self.store.get(&k).await? {
                 let rec: IpRecord = decode(&k, &e.value)?;
-                if rec.holder.is_binding() && rec.holder.same_pod_name(pod) {
+                if self.mine(&rec) && rec.holder.is_binding() && rec.holder.same_pod_name(pod) {
                     compares.push(Compare::Revision(k.clone(), e.revision));
                     mutations.push(Mutation::Delete(k));
                 }

@@ -340,6 +340,7 @@ fn verify_finds_records_without_owners_and_owners_without_records() {
             .unwrap());
         let stray = a.keys().ip(ip("10.6.0.250"));
         let rec = kube_ipam_store::records::encode(&kube_ipam_store::IpRecord {
+            network: a.keys().network().into(),
             holder: holder(9),
             kind: kube_ipam_store::Kind::Dynamic,
             range: "x".into(),

@@ -77,7 +77,7 @@ impl Collector for Pools {
         }
         let mut m = enc.encode_descriptor(
             "range_held_addresses",
-            "Held addresses of a range by kind: dynamic, sticky (live), parked (sticky or pool, kept for its pod between lives), fixed, pool (from a pod's address pool, live)",
+            "Held addresses of a range by kind: dynamic, sticky (live), parked (sticky or pool, kept for its pod between lives), fixed, pool (from a pod's address pool, live), other-network (held by another network of the store)",
             None,
             MetricType::Gauge,
         )?;
@@ -88,6 +88,7 @@ impl Collector for Pools {
                 ("parked", f.parked),
                 ("fixed", f.fixed),
                 ("pool", f.pool),
+                ("other-network", f.other),
             ] {
                 m.encode_family(&[("range", f.id.as_str()), ("kind", kind)])?
                     .encode_gauge(&n)?;

@@ -31,6 +31,8 @@ pub struct RangeFigures {
     pub fixed: u64,
     /// Addresses a live attachment took from a pod's address pool (`kube-ipam.ip-pool`).
     pub pool: u64,
+    /// Addresses of the range's subnet that another network of the store holds.
+    pub other: u64,
     /// Held addresses of every kind that lie in the dynamic span: what fills the range. A
     /// fixed or pool address in the fixed zone takes no dynamic address's place.
     pub in_span: u64,
@@ -72,6 +74,7 @@ impl RangeFigures {
             "parked": self.parked,
             "fixed": self.fixed,
             "pool": self.pool,
+            "otherNetworks": self.other,
             "attachments": self.attachments,
             "leaksReleased": { "gc": self.leaks_gc, "cniGc": self.leaks_cni_gc },
             "takeovers": self.takeovers,
@@ -143,28 +146,22 @@ async fn read_in<S: LeaseStore>(alloc: &Allocator<S>, snap: &dyn Snapshot) -> Re
         })
         .collect();
     let keys = alloc.keys();
-    scan(snap, keys.ips(), |e| {
-        let Some(ip) = keys.parse_ip(&e.key) else {
-            return Ok(());
-        };
-        let rec: IpRecord = decode(&e.key, &e.value)?;
-        let Some(i) = range_of(&pools, ip, &rec) else {
-            return Ok(());
-        };
-        let f = &mut out[i];
-        if pools[i].contains_dynamic(to_u128(ip)) {
-            f.in_span += 1;
-        }
-        match rec.kind {
-            Kind::Dynamic => f.dynamic += 1,
-            Kind::Fixed => f.fixed += 1,
-            Kind::Sticky | Kind::Pool if rec.holder.is_binding() => f.parked += 1,
-            Kind::Sticky => f.sticky += 1,
-            Kind::Pool => f.pool += 1,
-        }
-        Ok(())
-    })
-    .await?;
+    // The store's address space holds every network's records; only this network's subnets
+    // can hold what its figures count.
+    for span in subnet_spans(&pools, keys) {
+        scan(snap, span, |e| {
+            let Some(ip) = keys.parse_ip(&e.key) else {
+                return Ok(());
+            };
+            let rec: IpRecord = decode(&e.key, &e.value)?;
+            let Some(i) = range_of(&pools, ip, &rec) else {
+                return Ok(());
+            };
+            count(&mut out[i], pools[i], ip, &rec, alloc.mine(&rec));
+            Ok(())
+        })
+        .await?;
+    }
     scan(snap, keys.owners(), |e| {
         let att: Attachment = decode(&e.key, &e.value)?;
         let ranges: HashSet<&str> = att.ips.iter().map(|i| i.range.as_str()).collect();
@@ -181,6 +178,42 @@ async fn read_in<S: LeaseStore>(alloc: &Allocator<S>, snap: &dyn Snapshot) -> Re
         f.takeovers = counted(&tally, Counter::Takeovers, &f.id);
     }
     Ok(Figures { ranges: out })
+}
+
+/// The key ranges of the address records in the pools' subnets, each subnet once.
+fn subnet_spans(pools: &[&Pool], keys: &kube_ipam_store::Keys) -> Vec<(String, String)> {
+    let mut subnets: Vec<ipnet::IpNet> = pools.iter().map(|p| p.range.subnet).collect();
+    subnets.sort();
+    subnets.dedup();
+    // A subnet inside another is read with it.
+    let outer: Vec<ipnet::IpNet> = subnets
+        .iter()
+        .filter(|n| !subnets.iter().any(|o| o != *n && o.contains(*n)))
+        .copied()
+        .collect();
+    outer
+        .iter()
+        .map(|n| keys.ip_range(n.network(), n.broadcast()))
+        .collect()
+}
+
+/// One address record into the figures of its range: every network's fills the range,
+/// only this network's are told apart by kind.
+fn count(f: &mut RangeFigures, pool: &Pool, ip: IpAddr, rec: &IpRecord, mine: bool) {
+    if pool.contains_dynamic(to_u128(ip)) {
+        f.in_span += 1;
+    }
+    if !mine {
+        f.other += 1;
+        return;
+    }
+    match rec.kind {
+        Kind::Dynamic => f.dynamic += 1,
+        Kind::Fixed => f.fixed += 1,
+        Kind::Sticky | Kind::Pool if rec.holder.is_binding() => f.parked += 1,
+        Kind::Sticky => f.sticky += 1,
+        Kind::Pool => f.pool += 1,
+    }
 }
 
 #[cfg(test)]

@@ -18,7 +18,7 @@ const SLED_CONVERTED: &str = "db.sled-converted";
 const SLED_REVISION: &[u8] = b"revision";
 
 /// Fails when `dir` still holds a sled store that has not been converted.
-pub(crate) fn refuse_unconverted(dir: &Path) -> Result<(), StoreError> {
+pub fn refuse_unconverted(dir: &Path) -> Result<(), StoreError> {
     let sled = dir.join(SLED_DIR);
     match fs::symlink_metadata(&sled) {
         Ok(_) => Err(StoreError::Io(format!(

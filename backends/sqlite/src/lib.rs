@@ -10,6 +10,7 @@
 //! counter that every commit bumps inside its own transaction, so revisions grow in commit
 //! order, as etcd's do, and survive restarts with the data.
 
+mod adopt;
 mod errors;
 mod holders;
 pub mod legacy;
@@ -34,7 +35,9 @@ use rusqlite::{
     params, Connection, OpenFlags, OptionalExtension, Transaction, TransactionBehavior,
 };
 
+pub use adopt::ADOPTED_SUFFIX;
 pub(crate) use errors::{io_error, sqlite_error, sqlite_error_on};
+pub use legacy::refuse_unconverted;
 use snapshot::SqliteSnapshot;
 
 /// File name of the database inside the store directory.

@@ -1,14 +1,28 @@
 //! The key layout, shared by every backend:
 //!
 //! ```text
-//! <prefix>/<network>/ip/4/<8 hex digits>          -> IpRecord   (one per IPv4 address held)
-//! <prefix>/<network>/ip/6/<32 hex digits>         -> IpRecord   (one per IPv6 address held)
+//! <prefix>/_space/ip/4/<8 hex digits>              -> IpRecord   (one per IPv4 address held)
+//! <prefix>/_space/ip/6/<32 hex digits>             -> IpRecord   (one per IPv6 address held)
+//! <prefix>/_space/hint/<4|6>/<level>/<hex>         -> free-space hint of one block of addresses
+//! <prefix>/_space/cool/<4|6>/<hex>                 -> a released address waiting out reuseDelay
 //! <prefix>/<network>/owner/<container id>/<ifname> -> Attachment (what one attachment holds)
 //! <prefix>/<network>/pod/<namespace>/<name>         -> Binding    (fixed or sticky addresses of a pod)
 //! <prefix>/<network>/stats/event/<unique id>        -> one release or takeover, for the counters
 //! <prefix>/<network>/stats/totals                   -> events already folded into totals
-//! <prefix>/<network>/hint/<4|6>/<level>/<hex>       -> free-space hint of one block of addresses
+//! <prefix>/<network>/held-twice/<4|6>/<hex>        -> IpRecord   (see below)
+//! <prefix>/<network>/network                        -> the network exists in this store
 //! ```
+//!
+//! The address records and what summarises them are one address space for every network of
+//! the store: an address is held once, whatever network holds it, and the record names the
+//! network. `_space` cannot be a network name (those start with a letter or a digit). What
+//! belongs to one attachment or one pod stays under its network.
+//!
+//! Releases before this layout kept the address records and hints under the network
+//! (`<prefix>/<network>/ip/...`, `<prefix>/<network>/hint/...`); [`Keys::network_ip`] and
+//! friends name them, for the conversion that moves them into the space. A record whose address
+//! another network held already when it was moved (that layout let two networks hold one
+//! address) goes to `held-twice/` instead, where `check-store` reports it.
 //!
 //! Addresses are fixed-width hex so that key order is address order: a window of a range is one
 //! ordered range read, whatever the size of the range.
@@ -21,7 +35,11 @@ pub const DEFAULT_PREFIX: &str = "/kube-ipam";
 /// Key builder for one network.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Keys {
+    /// `<prefix>/<network>/`: what belongs to the network's attachments and pods.
     root: String,
+    /// `<prefix>/_space/`: the address space every network of the store shares.
+    space: String,
+    prefix: String,
     network: String,
 }
 
@@ -29,10 +47,18 @@ impl Keys {
     /// `prefix` is used as given less trailing slashes; `network` must already be validated
     /// (no `/`), which the config layer does.
     pub fn new(prefix: &str, network: &str) -> Self {
+        let prefix = prefix.trim_end_matches('/');
         Keys {
-            root: format!("{}/{}/", prefix.trim_end_matches('/'), network),
+            root: format!("{prefix}/{network}/"),
+            space: format!("{prefix}/_space/"),
+            prefix: prefix.to_owned(),
             network: network.to_owned(),
         }
+    }
+
+    /// The keys of another network of the same store.
+    pub fn of_network(&self, network: &str) -> Keys {
+        Keys::new(&self.prefix, network)
     }
 
     /// The network name the keys belong to.
@@ -40,15 +66,16 @@ impl Keys {
         &self.network
     }
 
-    /// Everything of this network: `[from, to)`.
+    /// Everything under this network's own root (owner, pod and stats records, and the
+    /// address records of the layout before the shared space): `[from, to)`.
     pub fn all(&self) -> (String, String) {
         span(&self.root)
     }
 
     pub fn ip(&self, addr: IpAddr) -> String {
         match addr {
-            IpAddr::V4(a) => format!("{}ip/4/{:08x}", self.root, u32::from(a)),
-            IpAddr::V6(a) => format!("{}ip/6/{:032x}", self.root, u128::from(a)),
+            IpAddr::V4(a) => format!("{}ip/4/{:08x}", self.space, u32::from(a)),
+            IpAddr::V6(a) => format!("{}ip/6/{:032x}", self.space, u128::from(a)),
         }
     }
 
@@ -60,45 +87,25 @@ impl Keys {
         (self.ip(first), to)
     }
 
-    /// Every address record of the network, both families: `[from, to)`.
+    /// Every address record of the store, both families, whatever network holds it.
     pub fn ips(&self) -> (String, String) {
-        span(&format!("{}ip/", self.root))
+        span(&format!("{}ip/", self.space))
     }
 
-    /// Parses an address key of this network back into the address.
+    /// Parses an address key back into the address.
     /// Only the spelling `ip` writes is accepted: `from_str_radix` alone would also take
     /// `+`-signed and upper-case hex, a second key for the same address.
     pub fn parse_ip(&self, key: &str) -> Option<IpAddr> {
-        let rest = key.strip_prefix(&self.root)?.strip_prefix("ip/")?;
-        let canonical = |hex: &str| hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
-        if !rest.get(2..).is_some_and(canonical) {
-            return None;
-        }
-        if let Some(hex) = rest.strip_prefix("4/") {
-            if hex.len() != 8 {
-                return None;
-            }
-            u32::from_str_radix(hex, 16)
-                .ok()
-                .map(|v| IpAddr::V4(Ipv4Addr::from(v)))
-        } else if let Some(hex) = rest.strip_prefix("6/") {
-            if hex.len() != 32 {
-                return None;
-            }
-            u128::from_str_radix(hex, 16)
-                .ok()
-                .map(|v| IpAddr::V6(Ipv6Addr::from(v)))
-        } else {
-            None
-        }
+        let rest = key.strip_prefix(&self.space)?.strip_prefix("ip/")?;
+        parse_family_hex(rest)
     }
 
     /// The free-space hint of the block of `2^(10 (level + 1))` addresses starting at `first`.
     pub fn hint(&self, v6: bool, level: u8, first: u128) -> String {
         if v6 {
-            format!("{}hint/6/{level}/{first:032x}", self.root)
+            format!("{}hint/6/{level}/{first:032x}", self.space)
         } else {
-            format!("{}hint/4/{level}/{first:08x}", self.root)
+            format!("{}hint/4/{level}/{first:08x}", self.space)
         }
     }
 
@@ -113,7 +120,7 @@ impl Keys {
     pub fn parse_hint(&self, v6: bool, level: u8, key: &str) -> Option<u128> {
         let fam = if v6 { "6" } else { "4" };
         let hex = key
-            .strip_prefix(&self.root)?
+            .strip_prefix(&self.space)?
             .strip_prefix("hint/")?
             .strip_prefix(fam)?
             .strip_prefix('/')?
@@ -126,8 +133,82 @@ impl Keys {
         u128::from_str_radix(hex, 16).ok()
     }
 
-    /// Every hint of the network: `[from, to)`.
+    /// Every hint of the store: `[from, to)`.
     pub fn hints(&self) -> (String, String) {
+        span(&format!("{}hint/", self.space))
+    }
+
+    /// The cooling mark of a released address: while it lasts, the address goes to another
+    /// attachment only when nothing else is free.
+    pub fn cool(&self, addr: IpAddr) -> String {
+        match addr {
+            IpAddr::V4(a) => format!("{}cool/4/{:08x}", self.space, u32::from(a)),
+            IpAddr::V6(a) => format!("{}cool/6/{:032x}", self.space, u128::from(a)),
+        }
+    }
+
+    /// Cooling marks of the addresses `first..=last` (same family): `[from, to)`.
+    pub fn cool_range(&self, first: IpAddr, last: IpAddr) -> (String, String) {
+        let mut to = self.cool(last);
+        to.push('\0');
+        (self.cool(first), to)
+    }
+
+    /// Parses a cooling mark's key back into the address.
+    pub fn parse_cool(&self, key: &str) -> Option<IpAddr> {
+        let rest = key.strip_prefix(&self.space)?.strip_prefix("cool/")?;
+        parse_family_hex(rest)
+    }
+
+    /// Where the releases before the shared address space kept this network's record of
+    /// `addr`.
+    pub fn network_ip(&self, addr: IpAddr) -> String {
+        match addr {
+            IpAddr::V4(a) => format!("{}ip/4/{:08x}", self.root, u32::from(a)),
+            IpAddr::V6(a) => format!("{}ip/6/{:032x}", self.root, u128::from(a)),
+        }
+    }
+
+    /// Every address record of the network in the layout before the shared space.
+    pub fn network_ips(&self) -> (String, String) {
+        span(&format!("{}ip/", self.root))
+    }
+
+    /// Parses a key of [`Self::network_ips`] back into the address.
+    pub fn parse_network_ip(&self, key: &str) -> Option<IpAddr> {
+        let rest = key.strip_prefix(&self.root)?.strip_prefix("ip/")?;
+        parse_family_hex(rest)
+    }
+
+    /// Where the conversion into the shared space leaves a record of this network whose
+    /// address another network held already (the layout before the space allowed it): the
+    /// address is held twice, by two live attachments, until one of them goes.
+    pub fn held_twice(&self, addr: IpAddr) -> String {
+        match addr {
+            IpAddr::V4(a) => format!("{}held-twice/4/{:08x}", self.root, u32::from(a)),
+            IpAddr::V6(a) => format!("{}held-twice/6/{:032x}", self.root, u128::from(a)),
+        }
+    }
+
+    /// Every record of [`Self::held_twice`]: `[from, to)`.
+    pub fn held_twice_all(&self) -> (String, String) {
+        span(&format!("{}held-twice/", self.root))
+    }
+
+    /// Parses a key of [`Self::held_twice_all`] back into the address.
+    pub fn parse_held_twice(&self, key: &str) -> Option<IpAddr> {
+        let rest = key.strip_prefix(&self.root)?.strip_prefix("held-twice/")?;
+        parse_family_hex(rest)
+    }
+
+    /// Written by the network's first ADD: the network exists in this store, so an operator
+    /// command given a mistyped name can say so instead of "nothing held".
+    pub fn network_marker(&self) -> String {
+        format!("{}network", self.root)
+    }
+
+    /// Every hint of the network in the layout before the shared space.
+    pub fn network_hints(&self) -> (String, String) {
         span(&format!("{}hint/", self.root))
     }
 
@@ -166,6 +247,33 @@ impl Keys {
     }
 }
 
+/// `4/<8 hex>` or `6/<32 hex>`, in exactly the spelling the keys are written in:
+/// `from_str_radix` alone would also take `+`-signed and upper-case hex, a second key for the
+/// same address.
+fn parse_family_hex(rest: &str) -> Option<IpAddr> {
+    let canonical = |hex: &str| hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    if !rest.get(2..).is_some_and(canonical) {
+        return None;
+    }
+    if let Some(hex) = rest.strip_prefix("4/") {
+        if hex.len() != 8 {
+            return None;
+        }
+        u32::from_str_radix(hex, 16)
+            .ok()
+            .map(|v| IpAddr::V4(Ipv4Addr::from(v)))
+    } else if let Some(hex) = rest.strip_prefix("6/") {
+        if hex.len() != 32 {
+            return None;
+        }
+        u128::from_str_radix(hex, 16)
+            .ok()
+            .map(|v| IpAddr::V6(Ipv6Addr::from(v)))
+    } else {
+        None
+    }
+}
+
 /// `[p, p')` where `p'` is the smallest string greater than every string starting with `p`.
 /// Our prefixes end in `/`, so bumping that byte to `0` is enough.
 fn span(prefix: &str) -> (String, String) {
@@ -190,7 +298,12 @@ mod tests {
         let b = k.ip("10.0.0.10".parse().unwrap());
         let c = k.ip("10.0.1.0".parse().unwrap());
         assert!(a < b && b < c);
-        assert_eq!(a, "/kube-ipam/net/ip/4/0a000009");
+        assert_eq!(a, "/kube-ipam/_space/ip/4/0a000009");
+        // The same address in another network of the store is the same key.
+        assert_eq!(
+            Keys::new("/kube-ipam", "other").ip("10.0.0.9".parse().unwrap()),
+            a
+        );
         let (from, to) = k.ip_range("10.0.0.9".parse().unwrap(), "10.0.0.10".parse().unwrap());
         assert!(from <= a && a < to && b < to && c >= to);
     }
@@ -202,8 +315,24 @@ mod tests {
             let ip: IpAddr = s.parse().unwrap();
             assert_eq!(k.parse_ip(&k.ip(ip)), Some(ip));
         }
-        assert_eq!(k.parse_ip("/p/n/ip/4/zz"), None);
-        assert_eq!(k.parse_ip("/p/other/ip/4/0a000001"), None);
+        assert_eq!(k.parse_ip("/p/_space/ip/4/zz"), None);
+        assert_eq!(
+            k.parse_ip("/p/n/ip/4/0a000001"),
+            None,
+            "the layout before the space"
+        );
+        assert_eq!(
+            k.parse_network_ip("/p/n/ip/4/0a000001"),
+            Some("10.0.0.1".parse().unwrap())
+        );
+        assert_eq!(k.parse_network_ip("/p/other/ip/4/0a000001"), None);
+        let ip: IpAddr = "fd00::7".parse().unwrap();
+        assert_eq!(k.parse_cool(&k.cool(ip)), Some(ip));
+        assert_eq!(k.parse_network_ip(&k.network_ip(ip)), Some(ip));
+        assert_eq!(
+            k.of_network("m").owner("c", "e"),
+            Keys::new("/p", "m").owner("c", "e")
+        );
     }
 
     /// Found by the `records` fuzz target: a key in upper-case hex parsed as the same address
@@ -211,18 +340,18 @@ mod tests {
     #[test]
     fn only_the_written_spelling_parses() {
         let k = Keys::new("/p", "n");
-        assert_eq!(k.parse_ip("/p/n/ip/4/0a00000A"), None);
-        assert_eq!(k.parse_ip("/p/n/ip/4/+a000001"), None);
+        assert_eq!(k.parse_ip("/p/_space/ip/4/0a00000A"), None);
+        assert_eq!(k.parse_ip("/p/_space/ip/4/+a000001"), None);
         assert_eq!(
-            k.parse_ip("/p/n/ip/6/fd00000A000000000000000000000005"),
+            k.parse_ip("/p/_space/ip/6/fd00000A000000000000000000000005"),
             None
         );
         assert_eq!(
-            k.parse_ip("/p/n/ip/6/+d000000000000000000000000000005"),
+            k.parse_ip("/p/_space/ip/6/+d000000000000000000000000000005"),
             None
         );
         assert_eq!(
-            k.parse_ip("/p/n/ip/4/0a00000a"),
+            k.parse_ip("/p/_space/ip/4/0a00000a"),
             Some("10.0.0.10".parse().unwrap())
         );
     }
@@ -233,7 +362,7 @@ mod tests {
         let a = k.hint(false, 0, 0x0a00_0000);
         let b = k.hint(false, 0, 0x0a00_0400);
         assert!(a < b);
-        assert_eq!(a, "/p/n/hint/4/0/0a000000");
+        assert_eq!(a, "/p/_space/hint/4/0/0a000000");
         assert_eq!(k.parse_hint(false, 0, &b), Some(0x0a00_0400));
         assert_eq!(k.parse_hint(false, 1, &b), None);
         assert_eq!(k.parse_hint(true, 0, &b), None);
@@ -253,5 +382,12 @@ mod tests {
         let (f, t) = k.all();
         assert!(f <= inside && inside < t);
         assert!(Keys::new("/p", "n2").owner("a", "b") >= t);
+        // Nothing of the shared space lies under a network, nor the other way round.
+        let ip: IpAddr = "10.0.0.1".parse().unwrap();
+        for shared in [k.ip(ip), k.hint(false, 0, 0), k.cool(ip)] {
+            assert!(shared < f || shared >= t, "{shared}");
+        }
+        let (sf, st) = k.ips();
+        assert!(inside < sf || inside >= st);
     }
 }

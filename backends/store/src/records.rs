@@ -123,6 +123,10 @@ impl std::fmt::Display for Holder {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct IpRecord {
+    /// The network whose attachment or pod holds the address. Records of the layout before
+    /// the shared address space lack it: they lie under their network's own keys.
+    #[serde(default)]
+    pub network: String,
     pub holder: Holder,
     pub kind: Kind,
     /// The range it was given from, by content (`subnet` or `subnet start-end`).
@@ -182,6 +186,7 @@ mod tests {
     #[test]
     fn record_round_trip_and_corruption() {
         let r = IpRecord {
+            network: "net".into(),
             holder: Holder {
                 container_id: "c1".into(),
                 ifname: "eth0".into(),
