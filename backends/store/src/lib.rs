@@ -11,6 +11,9 @@ mod memory;
 pub mod records;
 mod store;
 
+#[cfg(feature = "testing")]
+pub mod spy;
+
 pub mod conformance;
 
 pub use error::StoreError;
