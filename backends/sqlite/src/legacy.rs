@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 use kube_ipam_store::StoreError;
 use rusqlite::params;
 
-use crate::{connect, io_error, sqlite_error, DB_FILE};
+use crate::connection::connect;
+use crate::errors::{io_error, sqlite_error};
+use crate::DB_FILE;
 
 /// Where the earlier releases kept the sled database inside a store directory.
 const SLED_DIR: &str = "db";
