@@ -256,7 +256,7 @@ async fn run(cmd: Cmd) -> Result<i32> {
             import::run(&load(&conf)?, &o).await
         }
         Cmd::ConvertStore { dir } => {
-            let copied = kube_ipam_sqlite::legacy::convert(&dir)?;
+            let copied = kube_ipam_sqlite::sled::convert(&dir)?;
             println!("{}: converted, {copied} records", dir.display());
             Ok(0)
         }

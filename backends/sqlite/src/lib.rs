@@ -20,8 +20,8 @@ mod checkpoint;
 mod connection;
 mod errors;
 mod holders;
-pub mod legacy;
 mod rows;
+pub mod sled;
 mod snapshot;
 mod store;
 

@@ -17,7 +17,7 @@ use crate::connection::{connect, wal_path};
 use crate::errors::{io_error, sqlite_error_on};
 use crate::rows::{range_on, revision_of, row_entry};
 use crate::snapshot::SqliteSnapshot;
-use crate::{checkpoint, legacy, DB_FILE};
+use crate::{checkpoint, sled, DB_FILE};
 
 /// A [`LeaseStore`] in a local SQLite database shared with other processes.
 pub struct SqliteStore {
@@ -38,12 +38,12 @@ impl SqliteStore {
     /// from now, counted over every call on the returned store, then fails with
     /// [`StoreError::Busy`].
     ///
-    /// A directory still holding the store of kube-ipam's former sled engine is refused with
+    /// A directory still holding the sled store of earlier releases is refused with
     /// [`StoreError::Io`] naming the command that converts it: opening an empty store beside
     /// it would hand out the addresses it holds.
     pub fn open(dir: &Path, lock_timeout: Duration) -> Result<SqliteStore, StoreError> {
         let deadline = Instant::now() + lock_timeout;
-        legacy::refuse_unconverted(dir)?;
+        sled::refuse_unconverted(dir)?;
         // Each directory about to be made is a new entry in its parent.
         let mut unsynced: Vec<PathBuf> = dir
             .ancestors()

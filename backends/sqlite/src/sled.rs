@@ -52,11 +52,11 @@ pub fn convert(dir: &Path) -> Result<u64, StoreError> {
     }
     // Plugins of the earlier release may still be running: they queue on this lock.
     let _lock = old_lock(dir)?;
-    let db = sled::Config::new()
+    let db = ::sled::Config::new()
         .path(&sled_dir)
         .open()
         .map_err(|e| io_error("opening", &sled_dir, e))?;
-    let sled_error = |e: sled::Error| io_error("reading", &sled_dir, e);
+    let sled_error = |e: ::sled::Error| io_error("reading", &sled_dir, e);
     let leases = db.open_tree("leases").map_err(sled_error)?;
     let meta = db.open_tree("meta").map_err(sled_error)?;
 
