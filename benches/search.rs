@@ -14,7 +14,7 @@
 //!   in one run at the end of the range, what raising `rangeEnd` produces); `full`.
 //!
 //! Each store is filled once, the hints written by twenty searches before measuring (as the first
-//! ADD after an import writes them), and nothing is committed while measuring, so the fill
+//! ADDs after an import write them), and nothing is committed while measuring, so the fill
 //! stays put. The /8 cases above 50 % need several GiB and minutes of setup: they run only
 //! when named (`cargo bench --bench search -- 'hinted/v4_8/99|hinted/v4_8/full'`).
 
