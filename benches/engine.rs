@@ -1,8 +1,8 @@
 //! Engine benches: the window bitmap alone, the range search alone, and a full allocate +
 //! release cycle, over the in-memory store and the SQLite store, in ranges from a /24 to a /8
-//! and a /64, each pre-filled to a given level. The search reads windows of 1024 keys from a
-//! random start, so its cost follows the density around that start, not the size of the range:
-//! once a range spans more than one window, a bigger one at the same fill reads no more.
+//! and a /64, each pre-filled to a given level. The search counts the records of a window in
+//! parts and reads only a part with room, guided by the free-space hints (docs/design.md), so
+//! its cost follows neither the size of the range nor its fill.
 //!
 //! Groups and ids:
 //!

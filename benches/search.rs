@@ -13,22 +13,19 @@
 //!   `one` (exactly one free, at a random spot); `clustered` (99.9 % taken, every free address
 //!   in one run at the end of the range, what raising `rangeEnd` produces); `full`.
 //!
-//! Each store is filled once, the hints written by one search before measuring (as the first
-//! ADD after an import writes them), and nothing is committed while measuring, so the fill
+//! Each store is filled once, the hints written by twenty searches before measuring (as the first
+//! ADDs after an import write them), and nothing is committed while measuring, so the fill
 //! stays put. The /8 cases above 50 % need several GiB and minutes of setup: they run only
 //! when named (`cargo bench --bench search -- 'hinted/v4_8/99|hinted/v4_8/full'`).
 
 use std::hint::black_box;
-use std::sync::atomic::{AtomicU64, Ordering};
 
-use async_trait::async_trait;
 use criterion::{criterion_group, criterion_main, Criterion};
 use kube_ipam::config::Range;
 use kube_ipam::engine::search::find_free;
 use kube_ipam::engine::Pool;
-use kube_ipam_store::{
-    Answer, Committed, Compare, Entry, Keys, LeaseStore, MemoryStore, Mutation, Read, StoreError,
-};
+use kube_ipam_store::spy::{Spy, Tally};
+use kube_ipam_store::{Keys, LeaseStore, Mutation};
 
 type Case = (&'static str, &'static str, &'static str, &'static str);
 
@@ -97,50 +94,9 @@ fn taken(size: u128, fill: Fill) -> Option<Box<dyn Iterator<Item = u128>>> {
     })
 }
 
-/// The memory store, counting the keys its reads return.
-#[derive(Default)]
-struct Counting {
-    inner: MemoryStore,
-    keys: AtomicU64,
-}
-
-#[async_trait]
-impl LeaseStore for Counting {
-    async fn get(&self, key: &str) -> Result<Option<Entry>, StoreError> {
-        self.keys.fetch_add(1, Ordering::Relaxed);
-        self.inner.get(key).await
-    }
-    async fn range(&self, from: &str, to: &str, limit: usize) -> Result<Vec<Entry>, StoreError> {
-        let r = self.inner.range(from, to, limit).await?;
-        self.keys.fetch_add(r.len() as u64, Ordering::Relaxed);
-        Ok(r)
-    }
-    async fn snapshot(&self) -> Result<Box<dyn kube_ipam_store::Snapshot + '_>, StoreError> {
-        self.inner.snapshot().await
-    }
-    async fn count(&self, from: &str, to: &str) -> Result<u64, StoreError> {
-        self.inner.count(from, to).await
-    }
-    async fn commit(&self, c: &[Compare], m: &[Mutation]) -> Result<bool, StoreError> {
-        self.inner.commit(c, m).await
-    }
-    async fn commit_and_read(
-        &self,
-        c: &[Compare],
-        m: &[Mutation],
-        r: &[Read],
-    ) -> Result<Committed, StoreError> {
-        let done = self.inner.commit_and_read(c, m, r).await?;
-        for a in &done.answers {
-            if let Answer::Entries(e) = a {
-                self.keys.fetch_add(e.len() as u64, Ordering::Relaxed);
-            }
-        }
-        Ok(done)
-    }
-    async fn ping(&self) -> Result<(), StoreError> {
-        Ok(())
-    }
+/// What one search read, in keys: each entry and each key looked up.
+fn keys_read(t: Tally) -> usize {
+    t.gets + t.entries
 }
 
 fn search(c: &mut Criterion) {
@@ -177,7 +133,7 @@ fn search(c: &mut Criterion) {
             {
                 continue;
             }
-            let store = Counting::default();
+            let store = Spy::default();
             let mut state = 0x9e37_79b9_7f4a_7c15u64;
             let mut rnd = move || {
                 state = state
@@ -190,11 +146,11 @@ fn search(c: &mut Criterion) {
                 for o in offsets {
                     batch.push(Mutation::Put(keys.ip(p.addr(p.start + o)), vec![]));
                     if batch.len() == 100_000 {
-                        store.inner.commit(&[], &batch).await.expect("fill");
+                        store.inner().commit(&[], &batch).await.expect("fill");
                         batch.clear();
                     }
                 }
-                store.inner.commit(&[], &batch).await.expect("fill");
+                store.inner().commit(&[], &batch).await.expect("fill");
                 // The first searches after a fill written behind the engine's back write the
                 // hints: one that finds a free address stops there, so the blocks after it
                 // are marked by later ones. A few of them heal the whole range.
@@ -203,7 +159,7 @@ fn search(c: &mut Criterion) {
                         .await
                         .expect("search");
                 }
-                store.keys.store(0, Ordering::Relaxed);
+                store.take();
                 for _ in 0..200 {
                     find_free(&store, &keys, &p, &mut rnd)
                         .await
@@ -211,7 +167,7 @@ fn search(c: &mut Criterion) {
                 }
                 eprintln!(
                     "keys_read/{id}: {:.0} per search",
-                    store.keys.load(Ordering::Relaxed) as f64 / 200.0
+                    keys_read(store.take()) as f64 / 200.0
                 );
             });
             let mut g = c.benchmark_group("hinted");

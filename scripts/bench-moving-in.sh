@@ -19,14 +19,14 @@ scripts/install-deps.sh
 scratch moving-in
 start_etcd moving-in
 
-for net in clean legacy; do
+for net in clean original; do
     cat >"$T/$net.json" <<EOF2
 {"cniVersion":"1.0.0","name":"bench-$net","type":"bridge","ipam":{"type":"kube-ipam","subnet":"10.250.0.0/24","logFile":"$T/log","etcdConfig":{"etcdURL":"$ETCD_URL"}}}
 EOF2
 done
 # The original plugin's keys: 10.250.0.2 .. 10.250.0.191, one container each.
 for i in $(seq 2 191); do
-    etcdctl --endpoints "$ETCD_URL" put "/etcd-cni/networks/bench-legacy/used/10.250.0.$i" "old$i" >/dev/null
+    etcdctl --endpoints "$ETCD_URL" put "/etcd-cni/networks/bench-original/used/10.250.0.$i" "old$i" >/dev/null
 done
 
 cat >"$T/run.sh" <<'EOF2'
@@ -38,7 +38,7 @@ EOF2
 
 hyperfine -N --warmup "$WARMUP" --runs "$RUNS" \
     -n "ADD+DEL, no original keys" "bash $T/run.sh $BIN $T/clean.json" \
-    -n "ADD+DEL, 190 of 253 held by the original" "bash $T/run.sh $BIN $T/legacy.json"
+    -n "ADD+DEL, 190 of 253 held by the original" "bash $T/run.sh $BIN $T/original.json"
 
 # Every ADD above was released by its DEL and none took an address the original holds.
 held=$(etcdctl --endpoints "$ETCD_URL" get --prefix /kube-ipam/ --keys-only | grep -c . || true)

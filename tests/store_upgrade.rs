@@ -3,7 +3,8 @@
 //! `fixtures/sled-store-0.1.0.tgz` is the data directory that release (commit 156bf90) wrote
 //! for network `legacy` (10.77.0.0/24) after three ADDs. Starting an empty store beside it
 //! would hand those three addresses out again; the plugin must refuse every call until the
-//! operator converts it, and the conversion must keep every holder.
+//! operator converts it with `kube-ipam-convert-store`, and the conversion must keep every
+//! holder.
 
 mod support;
 
@@ -18,6 +19,19 @@ const HELD: [(&str, &str); 3] = [
     ("old-2", "10.77.0.253"),
     ("old-3", "10.77.0.245"),
 ];
+
+/// `kube-ipam-convert-store DIR`: exit code, stdout, stderr.
+fn convert(dir: &Path) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_kube-ipam-convert-store"))
+        .arg(dir)
+        .output()
+        .expect("run kube-ipam-convert-store");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
 
 fn unpack(data: &Path) {
     std::fs::create_dir_all(data).unwrap();
@@ -51,7 +65,7 @@ fn sled_store_of_the_earlier_release_is_refused_until_converted_then_kept() {
         let details = call(verb, id).err(5);
         assert!(details.contains(&dir.display().to_string()), "{details}");
         assert!(
-            details.contains(&format!("kube-ipam convert-store {}", dir.display())),
+            details.contains(&format!("kube-ipam-convert-store {}", dir.display())),
             "{details}"
         );
     }
@@ -61,7 +75,7 @@ fn sled_store_of_the_earlier_release_is_refused_until_converted_then_kept() {
     assert_ne!(code, 0);
     assert!(err.contains("convert-store"), "{err}");
 
-    let (code, out, err) = support::cli(&["convert-store", dir.to_str().unwrap()]);
+    let (code, out, err) = convert(&dir);
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("converted"), "{out}");
 
@@ -81,7 +95,7 @@ fn sled_store_of_the_earlier_release_is_refused_until_converted_then_kept() {
     assert!(!support::held(&file).contains_key("old-1"));
 
     // Converting twice finds nothing to convert and changes nothing.
-    let (code, _, err) = support::cli(&["convert-store", dir.to_str().unwrap()]);
+    let (code, _, err) = convert(&dir);
     assert_ne!(code, 0);
     assert!(err.contains("no sled store"), "{err}");
     assert_eq!(support::check_store(&file), 3);

@@ -10,7 +10,7 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use clap::ValueEnum;
-use kube_ipam_store::legacy::used_by;
+use kube_ipam_store::original::used_by;
 use kube_ipam_store::{Holder, Keys, LeaseStore, OriginalKeys};
 
 use super::exit;

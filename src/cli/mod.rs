@@ -154,9 +154,6 @@ enum Cmd {
         #[arg(long)]
         take_outside: bool,
     },
-    /// Converts the store an earlier release kept in DIR (`<dataDir>/<network>`, sled) into
-    /// the current one, keeping every record; the plugin refuses that directory until then.
-    ConvertStore { dir: PathBuf },
     /// Puts kube-ipam on this node: the command of the DaemonSet's container.
     #[command(group(
         clap::ArgGroup::new("work")
@@ -311,11 +308,6 @@ async fn run(cmd: Cmd) -> Result<i32> {
                 take_outside,
             };
             import::run(&load(&conf)?, &o).await
-        }
-        Cmd::ConvertStore { dir } => {
-            let copied = kube_ipam_sqlite::legacy::convert(&dir)?;
-            println!("{}: converted, {copied} records", dir.display());
-            Ok(0)
         }
         Cmd::Config {
             command: ConfigCmd::Check { file },

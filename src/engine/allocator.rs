@@ -161,9 +161,10 @@ impl<S: LeaseStore> Allocator<S> {
         rec.network == self.keys.network()
     }
 
-    /// Every commit of the engine goes through here: a deleted address record takes the
-    /// hints of its blocks with it, in the same commit, so no hint outlives the record that
-    /// made its block full.
+    /// Every commit of the engine that may delete an address record goes through here (the
+    /// search's hint writes and the folding of events delete none): a deleted address record
+    /// takes the hints of its blocks with it, in the same commit, so no hint outlives the
+    /// record that made its block full.
     pub async fn commit(
         &self,
         compares: &[Compare],

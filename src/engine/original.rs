@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use kube_ipam_store::legacy::used_by;
+use kube_ipam_store::original::used_by;
 use kube_ipam_store::{
     AttachedIp, Attachment, Compare, Holder, LeaseStore, Mutation, OriginalKeys, Revision,
 };

@@ -4,6 +4,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::path::PathBuf;
 
+use kube_ipam_store::spy::Spy;
 use kube_ipam_store::{Holder, Keys, LeaseStore, MemoryStore};
 use proptest::prelude::*;
 
@@ -513,85 +514,12 @@ fn a_set_is_used_up_range_by_range_in_order() {
     });
 }
 
-/// The memory store, counting round trips: a batch of reads is one.
-#[derive(Default)]
-struct Trips {
-    inner: MemoryStore,
-    trips: std::sync::atomic::AtomicUsize,
-}
-
-impl Trips {
-    /// Round trips since the last call.
-    fn taken(&self) -> usize {
-        self.trips.swap(0, std::sync::atomic::Ordering::Relaxed)
-    }
-    fn trip(&self) {
-        self.trips
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    }
-}
-
-type StoreResult<T> = std::result::Result<T, kube_ipam_store::StoreError>;
-
-#[async_trait::async_trait]
-impl LeaseStore for Trips {
-    async fn get(&self, key: &str) -> StoreResult<Option<kube_ipam_store::Entry>> {
-        self.trip();
-        self.inner.get(key).await
-    }
-    async fn range(
-        &self,
-        from: &str,
-        to: &str,
-        limit: usize,
-    ) -> StoreResult<Vec<kube_ipam_store::Entry>> {
-        self.trip();
-        self.inner.range(from, to, limit).await
-    }
-    async fn snapshot(&self) -> StoreResult<Box<dyn kube_ipam_store::Snapshot + '_>> {
-        self.trip();
-        self.inner.snapshot().await
-    }
-    async fn count(&self, from: &str, to: &str) -> StoreResult<u64> {
-        self.trip();
-        self.inner.count(from, to).await
-    }
-    async fn reads(
-        &self,
-        reads: &[kube_ipam_store::Read],
-    ) -> StoreResult<Vec<kube_ipam_store::Answer>> {
-        self.trip();
-        self.inner.reads(reads).await
-    }
-    async fn commit(
-        &self,
-        c: &[kube_ipam_store::Compare],
-        m: &[kube_ipam_store::Mutation],
-    ) -> StoreResult<bool> {
-        self.trip();
-        self.inner.commit(c, m).await
-    }
-    async fn commit_and_read(
-        &self,
-        c: &[kube_ipam_store::Compare],
-        m: &[kube_ipam_store::Mutation],
-        r: &[kube_ipam_store::Read],
-    ) -> StoreResult<kube_ipam_store::Committed> {
-        self.trip();
-        self.inner.commit_and_read(c, m, r).await
-    }
-    async fn ping(&self) -> StoreResult<()> {
-        self.trip();
-        Ok(())
-    }
-}
-
 #[test]
 fn a_range_behind_a_full_one_costs_no_round_trip() {
     let small = || range("10.8.0.0/24", "10.8.0.1", "10.8.0.254", None, None);
     let big = range("10.7.0.0/16", "10.7.0.1", "10.7.255.254", None, None);
     let trips_of_an_add = |conf: IpamConf, fill: Option<Range>| {
-        let store = std::sync::Arc::new(Trips::default());
+        let store = std::sync::Arc::new(Spy::default());
         let a = Allocator::new(store.clone(), Keys::new("/k", "n"), &conf);
         rt().block_on(async {
             if let Some(r) = fill {
@@ -599,14 +527,14 @@ fn a_range_behind_a_full_one_costs_no_round_trip() {
                 let all: Vec<kube_ipam_store::Mutation> = (p.start..=p.end)
                     .map(|v| kube_ipam_store::Mutation::Put(a.keys().ip(p.addr(v)), vec![]))
                     .collect();
-                store.inner.commit(&[], &all).await.unwrap();
+                store.inner().commit(&[], &all).await.unwrap();
             }
             // The first ADD finds the full range full, and says so in its hints.
             a.add(&add(1)).await.unwrap();
-            store.taken();
+            store.take();
             let v = a.add(&add(2)).await.unwrap().ips[0].address;
             assert!(v.to_string().starts_with("10.8.0."), "{v}");
-            store.taken()
+            store.take().trips
         })
     };
     let alone = trips_of_an_add(ipam(vec![vec![small()]]), None);

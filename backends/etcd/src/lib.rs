@@ -14,6 +14,7 @@
 mod errors;
 mod options;
 mod store;
+mod txn;
 
 #[cfg(feature = "testing")]
 pub mod testing;

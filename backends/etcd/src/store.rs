@@ -1,12 +1,8 @@
-use std::collections::HashSet;
 use std::future::Future;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use etcd_client::{
-    Client, Compare as EtcdCompare, CompareOp, ConnectOptions, GetOptions, KeyValue, KvClient,
-    SortOrder, SortTarget, Txn, TxnOp, TxnOpResponse,
-};
+use etcd_client::{Client, ConnectOptions, GetOptions, KvClient};
 use kube_ipam_store::{
     Answer, Committed, Compare, Entry, LeaseStore, Mutation, Read, Revision, Snapshot, StoreError,
 };
@@ -14,6 +10,7 @@ use tokio::time::{sleep, timeout_at, Instant};
 
 use crate::errors::{classify, with_causes, Failed};
 use crate::options::{EtcdOptions, TlsFiles};
+use crate::txn::{self, entry, in_key_order};
 
 /// Read by [`LeaseStore::ping`]; it need not exist, the linearizable read is the point.
 const PING_KEY: &str = "/kube-ipam-ping";
@@ -241,167 +238,6 @@ fn connect_error(endpoints: &str, e: etcd_client::Error) -> StoreError {
     }
 }
 
-fn entry(kv: KeyValue) -> Result<Entry, StoreError> {
-    let revision = kv.mod_revision();
-    let (key, value) = kv.into_key_value();
-    let key = String::from_utf8(key).map_err(|e| StoreError::Corrupt {
-        key: String::from_utf8_lossy(e.as_bytes()).into_owned(),
-        reason: "key is not UTF-8".into(),
-    })?;
-    let revision = u64::try_from(revision)
-        .ok()
-        .filter(|r| *r > 0)
-        .ok_or_else(|| StoreError::Corrupt {
-            key: key.clone(),
-            reason: format!("mod revision {revision} is not positive"),
-        })?;
-    Ok(Entry {
-        key,
-        value,
-        revision,
-    })
-}
-
-/// etcd refuses a transaction that touches one key twice; applying mutations in order means
-/// only the last one per key matters, so the rest are dropped.
-fn last_per_key(mutations: &[Mutation]) -> Vec<&Mutation> {
-    let mut seen = HashSet::new();
-    let mut kept: Vec<&Mutation> = mutations
-        .iter()
-        .rev()
-        .filter(|m| seen.insert(m.key()))
-        .collect();
-    kept.reverse();
-    kept
-}
-
-/// The comparisons of a transaction; `None` when one can never hold.
-fn conditions(compares: &[Compare]) -> Option<Vec<EtcdCompare>> {
-    compares
-        .iter()
-        .map(|c| match c {
-            // create_revision is 0 exactly when the key does not exist.
-            Compare::Absent(k) => Some(EtcdCompare::create_revision(
-                k.as_str(),
-                CompareOp::Equal,
-                0,
-            )),
-            // No existing key has such a revision, and etcd's mod_revision of a missing key
-            // is 0, which must not count as a match either.
-            Compare::Revision(k, r) => i64::try_from(*r)
-                .ok()
-                .filter(|r| *r > 0)
-                .map(|r| EtcdCompare::mod_revision(k.as_str(), CompareOp::Equal, r)),
-        })
-        .collect()
-}
-
-fn changes(mutations: &[Mutation]) -> Vec<TxnOp> {
-    last_per_key(mutations)
-        .into_iter()
-        .map(|m| match m {
-            Mutation::Put(k, v) => TxnOp::put(k.as_str(), v.clone(), None),
-            Mutation::Delete(k) => TxnOp::delete(k.as_str(), None),
-        })
-        .collect()
-}
-
-/// etcd's default limit on the operations of one transaction (`--max-txn-ops`).
-const MAX_TXN_OPS: usize = 128;
-
-/// Whether the counts of a [`Read::Counts`] can be left out on a condition.
-fn guarded(ranges: &[(String, String)], skip_if_present: &[String]) -> bool {
-    !skip_if_present.is_empty()
-        && skip_if_present.len() <= MAX_TXN_OPS
-        && ranges.iter().any(|(f, t)| f < t)
-}
-
-fn count_op(from: &str, to: &str) -> TxnOp {
-    TxnOp::get(
-        from,
-        Some(GetOptions::new().with_range(to).with_count_only()),
-    )
-}
-
-/// The operations of a read-only transaction that answer `read`. Empty ranges are left out:
-/// etcd reads an end before the start as "to the end".
-fn txn_ops(read: &Read) -> Vec<TxnOp> {
-    match read {
-        Read::Range {
-            from,
-            to,
-            limit,
-            keys_only,
-        } => {
-            if from >= to {
-                return Vec::new();
-            }
-            let mut opts = in_key_order(to, *limit);
-            if *keys_only {
-                opts = opts.with_keys_only();
-            }
-            vec![TxnOp::get(from.as_str(), Some(opts))]
-        }
-        Read::Counts { ranges, .. } => ranges
-            .iter()
-            .filter(|(f, t)| f < t)
-            .map(|(f, t)| count_op(f, t))
-            .collect(),
-    }
-}
-
-/// The answer to `read` from the responses of [`txn_ops`], taken from `got` in order.
-fn answer(
-    read: &Read,
-    got: &mut impl Iterator<Item = TxnOpResponse>,
-) -> Result<Answer, StoreError> {
-    let first = match read {
-        Read::Range { from, .. } => from.as_str(),
-        Read::Counts { ranges, .. } => ranges.first().map_or("", |(from, _)| from.as_str()),
-    };
-    let missing = || StoreError::Corrupt {
-        key: first.to_owned(),
-        reason: "etcd answered a read transaction without all its reads".into(),
-    };
-    match read {
-        Read::Range { from, to, .. } => {
-            if from >= to {
-                return Ok(Answer::Entries(Vec::new()));
-            }
-            let Some(TxnOpResponse::Get(mut g)) = got.next() else {
-                return Err(missing());
-            };
-            let entries = g.take_kvs().into_iter().map(entry);
-            Ok(Answer::Entries(entries.collect::<Result<_, _>>()?))
-        }
-        Read::Counts { ranges, .. } => {
-            let counts = ranges
-                .iter()
-                .map(|(f, t)| {
-                    if f >= t {
-                        return Ok(0);
-                    }
-                    match got.next() {
-                        Some(TxnOpResponse::Get(g)) => {
-                            u64::try_from(g.count()).map_err(|_| missing())
-                        }
-                        _ => Err(missing()),
-                    }
-                })
-                .collect::<Result<_, _>>()?;
-            Ok(Answer::Counts(Some(counts)))
-        }
-    }
-}
-
-/// A range read up to `to` in key order, at most `limit` entries (0: all).
-fn in_key_order(to: &str, limit: usize) -> GetOptions {
-    GetOptions::new()
-        .with_range(to)
-        .with_limit(i64::try_from(limit).unwrap_or(i64::MAX))
-        .with_sort(SortTarget::Key, SortOrder::Ascend)
-}
-
 impl EtcdStore {
     /// `from <= key < to` in key order, at most `limit` (0: all); without values when
     /// `keys_only`, which spares etcd sending them when only presence matters.
@@ -477,62 +313,18 @@ impl LeaseStore for EtcdStore {
     }
 
     async fn reads(&self, reads: &[Read]) -> Result<Vec<Answer>, StoreError> {
-        let ops = |left_out: Option<usize>| -> Vec<TxnOp> {
-            (0..reads.len())
-                .filter(|i| Some(*i) != left_out)
-                .flat_map(|i| txn_ops(&reads[i]))
-                .collect()
-        };
-        let all = ops(None);
-        // The counts of the first read that allows it are left out when its keys are all
-        // there, by a condition on the transaction itself: etcd serves a transaction of plain
-        // reads without a round of consensus, and a nested transaction would not be one.
-        let guard = reads.iter().enumerate().find_map(|(i, r)| match r {
-            Read::Counts {
-                ranges,
-                skip_if_present,
-            } if guarded(ranges, skip_if_present) && all.len() <= MAX_TXN_OPS => {
-                Some((i, skip_if_present))
-            }
-            _ => None,
-        });
-        let (txns, left_out) = match guard {
-            Some((i, keys)) => {
-                let present: Vec<EtcdCompare> = keys
-                    .iter()
-                    .map(|k| EtcdCompare::version(k.as_str(), CompareOp::Greater, 0))
-                    .collect();
-                let txn = Txn::new().when(present).and_then(ops(Some(i))).or_else(all);
-                (vec![txn], Some(i))
-            }
-            None => (
-                all.chunks(MAX_TXN_OPS)
-                    .map(|chunk| Txn::new().and_then(chunk.to_vec()))
-                    .collect(),
-                None,
-            ),
-        };
-        let mut got = Vec::new();
-        let mut skipped = None;
-        for txn in txns {
+        let plan = txn::Reads::new(reads);
+        let mut responses = Vec::with_capacity(plan.txns.len());
+        for t in &plan.txns {
             let resp = self
                 .request("read", Repeat::Read, |mut kv| {
-                    let txn = txn.clone();
-                    async move { kv.txn(txn).await }
+                    let t = t.clone();
+                    async move { kv.txn(t).await }
                 })
                 .await?;
-            if resp.succeeded() {
-                skipped = left_out;
-            }
-            got.extend(resp.op_responses());
+            responses.push(resp);
         }
-        let mut got = got.into_iter();
-        (0..reads.len())
-            .map(|i| match skipped {
-                Some(s) if s == i => Ok(Answer::Counts(None)),
-                _ => answer(&reads[i], &mut got),
-            })
-            .collect()
+        plan.answers(responses)
     }
 
     async fn count(&self, from: &str, to: &str) -> Result<u64, StoreError> {
@@ -556,13 +348,12 @@ impl LeaseStore for EtcdStore {
         compares: &[Compare],
         mutations: &[Mutation],
     ) -> Result<bool, StoreError> {
-        let Some(when) = conditions(compares) else {
+        let Some(t) = txn::commit(compares, mutations) else {
             return Ok(false);
         };
-        let txn = Txn::new().when(when).and_then(changes(mutations));
         self.request("commit", Repeat::Write, |mut kv| {
-            let txn = txn.clone();
-            async move { kv.txn(txn).await.map(|r| r.succeeded()) }
+            let t = t.clone();
+            async move { kv.txn(t).await.map(|r| r.succeeded()) }
         })
         .await
     }
@@ -573,56 +364,23 @@ impl LeaseStore for EtcdStore {
         mutations: &[Mutation],
         reads: &[Read],
     ) -> Result<Committed, StoreError> {
-        let Some(when) = conditions(compares) else {
+        let Some(plan) = txn::CommitAndRead::new(compares, mutations, reads) else {
             return Ok(Committed {
                 revision: None,
                 answers: self.reads(reads).await?,
             });
         };
-        let then = changes(mutations);
-        let read_ops: Vec<TxnOp> = reads.iter().flat_map(txn_ops).collect();
-        // Past one transaction's limit the reads follow in their own round trips, which
-        // the contract allows: they still come after the commit.
-        let together = then.len() + read_ops.len() <= MAX_TXN_OPS;
-        let mut txn = Txn::new().when(when);
-        if together {
-            let mut all = then.clone();
-            all.extend(read_ops.iter().cloned());
-            txn = txn.and_then(all).or_else(read_ops);
-        } else {
-            txn = txn.and_then(then.clone());
-        }
         let resp = self
             .request("commit", Repeat::Write, |mut kv| {
-                let txn = txn.clone();
-                async move { kv.txn(txn).await }
+                let t = plan.txn.clone();
+                async move { kv.txn(t).await }
             })
             .await?;
-        let revision =
-            if resp.succeeded() {
-                let at = resp.header().map_or(0, |h| h.revision());
-                Some(u64::try_from(at).ok().filter(|r| *r > 0).ok_or_else(|| {
-                    StoreError::Corrupt {
-                        key: mutations.first().map_or("", |m| m.key()).to_owned(),
-                        reason: format!("etcd committed at revision {at}"),
-                    }
-                })?)
-            } else {
-                None
-            };
-        if !together {
-            return Ok(Committed {
-                revision,
-                answers: self.reads(reads).await?,
-            });
-        }
-        let skip = if revision.is_some() { then.len() } else { 0 };
-        let mut got = resp.op_responses().into_iter().skip(skip);
-        // The counts of a commit's reads are never left out.
-        let answers = reads
-            .iter()
-            .map(|r| answer(r, &mut got))
-            .collect::<Result<_, _>>()?;
+        let (revision, answers) = plan.outcome(resp)?;
+        let answers = match answers {
+            Some(a) => a,
+            None => self.reads(reads).await?,
+        };
         Ok(Committed { revision, answers })
     }
 
@@ -662,25 +420,5 @@ impl Snapshot for Pinned<'_> {
 
     fn revision(&self) -> Revision {
         self.revision
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn later_mutations_of_a_key_win() {
-        let put = |k: &str, v: &str| Mutation::Put(k.into(), v.as_bytes().to_vec());
-        let del = |k: &str| Mutation::Delete(k.into());
-        let ms = [
-            put("a", "1"),
-            put("b", "1"),
-            del("a"),
-            put("c", "1"),
-            put("b", "2"),
-        ];
-        let kept: Vec<Mutation> = last_per_key(&ms).into_iter().cloned().collect();
-        assert_eq!(kept, [del("a"), put("c", "1"), put("b", "2")]);
     }
 }

@@ -17,7 +17,8 @@ use std::path::{Path, PathBuf};
 use kube_ipam_store::StoreError;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
 
-use crate::{io_error, sqlite_error, sqlite_error_on, SqliteStore, DB_FILE};
+use crate::errors::{io_error, sqlite_error, sqlite_error_on};
+use crate::{SqliteStore, DB_FILE};
 
 /// The table of the earlier releases, once fenced.
 const FENCED: &str = "leases_moved";
@@ -37,7 +38,7 @@ impl SqliteStore {
         if !old_db.exists() {
             return Ok(0);
         }
-        crate::legacy::refuse_unconverted(dir)?;
+        crate::sled::refuse_unconverted(dir)?;
         let copied = if self.has(marker)? {
             0
         } else {

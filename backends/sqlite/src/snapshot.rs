@@ -15,7 +15,8 @@ use kube_ipam_store::{Entry, Revision, Snapshot, StoreError};
 use rusqlite::config::DbConfig;
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
 
-use crate::{range_on, sqlite_error, sqlite_error_on};
+use crate::errors::{sqlite_error, sqlite_error_on};
+use crate::rows::range_on;
 
 pub(crate) struct SqliteSnapshot {
     conn: Mutex<Connection>,

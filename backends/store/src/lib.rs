@@ -6,17 +6,20 @@
 
 mod error;
 pub mod keys;
-pub mod legacy;
 mod memory;
+pub mod original;
 pub mod records;
 mod store;
+
+#[cfg(feature = "testing")]
+pub mod spy;
 
 pub mod conformance;
 
 pub use error::StoreError;
 pub use keys::Keys;
-pub use legacy::OriginalKeys;
 pub use memory::MemoryStore;
+pub use original::OriginalKeys;
 pub use records::{AttachedIp, Attachment, Binding, Holder, IpRecord, Kind, PodRef};
 pub use store::{
     Answer, Committed, Compare, Entry, LeaseStore, Mutation, Read, Revision, Snapshot,

@@ -95,7 +95,7 @@ impl<S: LeaseStore + ?Sized, R: FnMut() -> u128> Search<'_, S, R> {
         let s = hints::shift(top);
         let (first, last) = (self.space.pool.start >> s, self.space.pool.end >> s);
         let n = last - first + 1;
-        // Only an IPv6 range wider than a /54 has more top blocks than one read holds; it
+        // Only an IPv6 range wider than a /58 has more top blocks than one read holds; it
         // is read in slices from a random one, and cannot be full in practice.
         let begin = if n > FANOUT { (self.rnd)() % n } else { 0 };
         let mut done = 0;

@@ -1,5 +1,4 @@
-//! Stores written by earlier releases, which kept each network in a sled database
-//! (`<dir>/db`, beside a `<dir>/lock` file): refused until converted, and the conversion.
+//! The conversion of a sled store into the SQLite store, in place.
 
 use std::fs::{self, File, OpenOptions, TryLockError};
 use std::path::Path;
@@ -8,31 +7,15 @@ use std::time::{Duration, Instant};
 use kube_ipam_store::StoreError;
 use rusqlite::params;
 
-use crate::{connect, io_error, sqlite_error, DB_FILE};
+use super::SLED_DIR;
+use crate::connection::connect;
+use crate::errors::{io_error, sqlite_error};
+use crate::DB_FILE;
 
-/// Where the earlier releases kept the sled database inside a store directory.
-const SLED_DIR: &str = "db";
 /// Where a converted sled database is moved, kept for the operator to remove.
 const SLED_CONVERTED: &str = "db.sled-converted";
 /// Key of the last handed-out revision in the sled `meta` tree.
 const SLED_REVISION: &[u8] = b"revision";
-
-/// Fails when `dir` still holds a sled store that has not been converted.
-pub fn refuse_unconverted(dir: &Path) -> Result<(), StoreError> {
-    let sled = dir.join(SLED_DIR);
-    match fs::symlink_metadata(&sled) {
-        Ok(_) => Err(StoreError::Io(format!(
-            "{} holds a store written by an earlier kube-ipam (sled engine, in {}); \
-             it is not opened as an empty store beside it, which could hand out addresses it \
-             holds. Convert it once with: kube-ipam convert-store {}",
-            dir.display(),
-            sled.display(),
-            dir.display()
-        ))),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(io_error("reading", &sled, e)),
-    }
-}
 
 /// Copies the sled store in `dir` into a new SQLite store there, keeping every key, value and
 /// revision, then moves the sled database aside. Returns how many keys were copied.
@@ -50,11 +33,11 @@ pub fn convert(dir: &Path) -> Result<u64, StoreError> {
     }
     // Plugins of the earlier release may still be running: they queue on this lock.
     let _lock = old_lock(dir)?;
-    let db = sled::Config::new()
+    let db = ::sled::Config::new()
         .path(&sled_dir)
         .open()
         .map_err(|e| io_error("opening", &sled_dir, e))?;
-    let sled_error = |e: sled::Error| io_error("reading", &sled_dir, e);
+    let sled_error = |e: ::sled::Error| io_error("reading", &sled_dir, e);
     let leases = db.open_tree("leases").map_err(sled_error)?;
     let meta = db.open_tree("meta").map_err(sled_error)?;
 
