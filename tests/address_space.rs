@@ -51,8 +51,19 @@ fn file(s: &Scratch, conf: &str) -> PathBuf {
     path
 }
 
+/// Container -> address of the live attachments (parked addresses have no container).
 fn held(s: &Scratch, conf: &str) -> std::collections::BTreeMap<String, String> {
-    support::held(&file(s, conf))
+    let f = file(s, conf);
+    let (code, out, err) = cli(&["ls", "--conf", f.to_str().unwrap(), "--output", "json"]);
+    assert_eq!(code, 0, "ls failed: {out}{err}");
+    let rows: Vec<Value> = serde_json::from_str(&out).expect("ls prints JSON");
+    let mut held = std::collections::BTreeMap::new();
+    for r in rows.iter().filter(|r| r["parked"] != true) {
+        let container = r["container"].as_str().expect("container").to_owned();
+        let addr = r["address"].as_str().expect("address").to_owned();
+        assert!(held.insert(container, addr).is_none(), "{out}");
+    }
+    held
 }
 
 fn check(s: &Scratch, conf: &str) -> usize {
