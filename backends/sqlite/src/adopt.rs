@@ -42,8 +42,12 @@ impl SqliteStore {
         let copied = if self.has(marker)? {
             0
         } else {
-            let rows = fence_and_read(&old_db, self.deadline)?;
-            self.copy_in(rows, marker)?
+            match fence_and_read(&old_db, self.deadline) {
+                Ok(rows) => self.copy_in(rows, marker)?,
+                // Another process took it in and moved it aside meanwhile.
+                Err(_) if !old_db.exists() && self.has(marker)? => 0,
+                Err(e) => return Err(e),
+            }
         };
         let moved: PathBuf = {
             let mut p = dir.as_os_str().to_owned();
