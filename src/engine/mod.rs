@@ -23,6 +23,8 @@ pub use layout::Converted;
 pub use pool::Pool;
 
 #[cfg(test)]
+mod layout_tests;
+#[cfg(test)]
 pub(crate) mod lost_snapshots;
 #[cfg(test)]
 mod original_tests;
