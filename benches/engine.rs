@@ -57,6 +57,7 @@ fn conf(subnet: &str, start: &str, end: &str) -> IpamConf {
                 range_end: end.parse().expect("end"),
                 gateway: None,
                 fixed: None,
+                exclude: vec![],
             }],
         }],
         routes: vec![],

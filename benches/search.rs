@@ -67,6 +67,7 @@ fn pool(case: Case) -> Pool {
         range_end: case.3.parse().expect("end"),
         gateway: None,
         fixed: None,
+        exclude: vec![],
     })
 }
 

@@ -64,6 +64,7 @@ fn original_single_range_with_etcd() {
             range_end: ip("10.188.0.200"),
             gateway: Some(ip("10.188.0.1")),
             fixed: None,
+            exclude: vec![],
         }]
     );
     assert_eq!(
@@ -102,6 +103,7 @@ fn original_fixed_zone_with_three_etcd_endpoints() {
             range_end: ip("10.188.255.254"),
             gateway: Some(ip("10.188.0.1")),
             fixed: Some((ip("10.188.0.10"), ip("10.188.0.255"))),
+            exclude: vec![],
         }]
     );
     let etcd = c.ipam.etcd.as_ref().expect("etcd config");
@@ -167,6 +169,7 @@ fn dual_stack_range_sets() {
                 range_end: ip("10.10.0.200"),
                 gateway: Some(ip("10.10.0.254")),
                 fixed: None,
+                exclude: vec![],
             },
             Range {
                 subnet: net("10.10.1.0/24"),
@@ -174,6 +177,7 @@ fn dual_stack_range_sets() {
                 range_end: ip("10.10.1.254"),
                 gateway: Some(ip("10.10.1.1")),
                 fixed: None,
+                exclude: vec![],
             },
         ]
     );
@@ -185,6 +189,7 @@ fn dual_stack_range_sets() {
             range_end: ip("fd00:10::1ff"),
             gateway: Some(ip("fd00:10::1")),
             fixed: Some((ip("fd00:10::10"), ip("fd00:10::20"))),
+            exclude: vec![],
         }]
     );
     // IPv6 has no broadcast: the default range runs to the last address.
@@ -196,6 +201,7 @@ fn dual_stack_range_sets() {
             range_end: ip("fd00:20::ff"),
             gateway: Some(ip("fd00:20::1")),
             fixed: None,
+            exclude: vec![],
         }]
     );
     assert_eq!(
@@ -259,6 +265,7 @@ fn host_local_defaults_and_our_defaults() {
             range_end: ip("10.22.0.254"),
             gateway: Some(ip("10.22.0.1")),
             fixed: None,
+            exclude: vec![],
         }]
     );
     assert_eq!(c.ipam.data_dir, PathBuf::from("/var/lib/cni/kube-ipam"));

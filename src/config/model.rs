@@ -150,6 +150,8 @@ pub struct Range {
     pub gateway: Option<IpAddr>,
     /// `fixedStart`..=`fixedEnd`: where fixed addresses must lie. Never handed out dynamically.
     pub fixed: Option<(IpAddr, IpAddr)>,
+    /// `exclude`: spans of the subnet never handed out, dynamically or by name.
+    pub exclude: Vec<(IpAddr, IpAddr)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

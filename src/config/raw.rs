@@ -43,6 +43,8 @@ pub(crate) struct RawIpam {
     pub fixed_start: Option<String>,
     #[serde(rename = "fixedEnd")]
     pub fixed_end: Option<String>,
+    /// Addresses and CIDRs of the top-level range never handed out.
+    pub exclude: Option<Vec<String>>,
     pub ranges: Option<Vec<Vec<RawRange>>>,
     pub routes: Option<Vec<RawRoute>>,
     #[serde(rename = "resolvConf")]
@@ -87,6 +89,7 @@ impl RawIpam {
             gateway: self.gateway.clone(),
             fixed_start: self.fixed_start.clone(),
             fixed_end: self.fixed_end.clone(),
+            exclude: self.exclude.clone(),
         }
     }
 }
@@ -103,6 +106,8 @@ pub(crate) struct RawRange {
     pub fixed_start: Option<String>,
     #[serde(rename = "fixedEnd")]
     pub fixed_end: Option<String>,
+    /// Addresses and CIDRs of the range's subnet never handed out.
+    pub exclude: Option<Vec<String>>,
 }
 
 impl RawRange {

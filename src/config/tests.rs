@@ -789,3 +789,69 @@ fn check_of_undecodable_input_is_one_decode_error() {
     assert_eq!(errs.len(), 1);
     assert_eq!(errs[0].code(), code::DECODE);
 }
+
+// --- excluded addresses ----------------------------------------------------------------------
+
+#[test]
+fn exclude_takes_addresses_and_cidrs_inside_the_subnet() {
+    let c = parse(&conf(
+        json!({"exclude": ["10.188.1.7", "10.188.2.0/24", " 10.188.3.3 "]}),
+    ))
+    .expect("valid");
+    assert_eq!(
+        c.ipam.range_sets[0].ranges[0].exclude,
+        vec![
+            (ip("10.188.1.7"), ip("10.188.1.7")),
+            (ip("10.188.2.0"), ip("10.188.2.255")),
+            (ip("10.188.3.3"), ip("10.188.3.3")),
+        ]
+    );
+    let c = parse(&conf(
+        json!({"subnet": Value::Null, "rangeStart": Value::Null,
+        "rangeEnd": Value::Null, "gateway": Value::Null,
+        "ranges": [[{"subnet": "fd00::/64", "exclude": ["fd00::100/120"]}]]}),
+    ))
+    .expect("valid");
+    assert_eq!(
+        c.ipam.range_sets[0].ranges[0].exclude,
+        vec![(ip("fd00::100"), ip("fd00::1ff"))]
+    );
+}
+
+#[test]
+fn exclude_outside_the_subnet_or_malformed_is_refused() {
+    invalid(
+        &conf(json!({"exclude": ["10.189.0.1"]})),
+        "ipam.exclude[0]",
+        "10.189.0.1",
+    );
+    invalid(
+        &conf(json!({"exclude": ["10.188.0.0/15"]})),
+        "ipam.exclude[0]",
+        "10.188.0.0/15",
+    );
+    invalid(
+        &conf(json!({"exclude": ["10.188.1.1/16"]})),
+        "ipam.exclude[0]",
+        "10.188.1.1/16",
+    );
+    invalid(
+        &conf(json!({"exclude": ["x", "10.188.0.5"]})),
+        "ipam.exclude[0]",
+        "x",
+    );
+    invalid(
+        &conf(json!({"subnet": Value::Null, "rangeStart": Value::Null,
+            "rangeEnd": Value::Null, "gateway": Value::Null, "exclude": ["10.1.0.1"],
+            "ranges": [[{"subnet": "10.1.0.0/24"}]]})),
+        "ipam.exclude",
+        "10.1.0.1",
+    );
+    invalid(
+        &conf(json!({"subnet": Value::Null, "rangeStart": Value::Null,
+            "rangeEnd": Value::Null, "gateway": Value::Null,
+            "ranges": [[{"subnet": "10.1.0.0/24", "exclude": ["10.2.0.1"]}]]})),
+        "ipam.ranges[0][0].exclude[0]",
+        "10.2.0.1",
+    );
+}

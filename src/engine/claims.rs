@@ -364,6 +364,17 @@ impl<S: LeaseStore> Allocator<S> {
         if r.gateway == Some(addr) {
             return bad(format!("is the gateway of {}", r.subnet));
         }
+        if let Some((a, b)) = pool.excluded(v) {
+            let span = if a == b {
+                a.to_string()
+            } else {
+                format!("{a}-{b}")
+            };
+            return bad(format!(
+                "is excluded from {} by ipam.exclude ({span})",
+                r.subnet
+            ));
+        }
         let in_dynamic = v >= pool.start && v <= pool.end;
         if let Some((fs, fe)) = r.fixed {
             if !in_dynamic && (v < to_u128(fs) || v > to_u128(fe)) {

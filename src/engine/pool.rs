@@ -31,7 +31,7 @@ pub struct Pool {
     pub start: u128,
     pub end: u128,
     /// Sorted, disjoint, inclusive spans inside `start..=end` never handed out dynamically:
-    /// network and broadcast addresses, the gateway, the fixed zone.
+    /// network and broadcast addresses, the gateway, the fixed zone, what `exclude` names.
     pub holes: Vec<(u128, u128)>,
 }
 
@@ -54,6 +54,7 @@ impl Pool {
         if let Some((fs, fe)) = range.fixed {
             holes.push((to_u128(fs), to_u128(fe)));
         }
+        holes.extend(range.exclude.iter().map(|&(a, b)| (to_u128(a), to_u128(b))));
         let holes = normalise(holes, start, end);
         let id = format!("{} {}-{}", range.subnet, range.range_start, range.range_end);
         Pool {
@@ -71,6 +72,29 @@ impl Pool {
         let span = self.end - self.start + 1;
         let holes: u128 = self.holes.iter().map(|(a, b)| b - a + 1).sum();
         span - holes
+    }
+
+    /// The `k`-th dynamic address (from 0, `k < size()`): a spot picked at random among
+    /// the addresses that can be handed out, wherever the holes lie.
+    pub fn nth_dynamic(&self, k: u128) -> u128 {
+        let mut v = self.start + k;
+        for &(a, b) in &self.holes {
+            if a <= v {
+                v += b - a + 1;
+            } else {
+                break;
+            }
+        }
+        v.min(self.end)
+    }
+
+    /// Whether `v` is excluded by the config's `exclude`.
+    pub fn excluded(&self, v: u128) -> Option<(IpAddr, IpAddr)> {
+        self.range
+            .exclude
+            .iter()
+            .copied()
+            .find(|&(a, b)| v >= to_u128(a) && v <= to_u128(b))
     }
 
     pub fn contains_dynamic(&self, v: u128) -> bool {
@@ -157,6 +181,7 @@ mod tests {
             range_end: end.parse().unwrap(),
             gateway: gw.map(|g| g.parse().unwrap()),
             fixed: None,
+            exclude: vec![],
         }
     }
 
@@ -185,6 +210,25 @@ mod tests {
         // network, broadcast, gateway, 246 fixed.
         assert_eq!(p.size(), 65536 - 1 - 1 - 1 - 246);
         assert_eq!(p.id, "10.188.0.0/16 10.188.0.0-10.188.255.255");
+    }
+
+    #[test]
+    fn the_nth_dynamic_address_skips_every_hole() {
+        let mut r = range("10.0.0.0/24", "10.0.0.1", "10.0.0.254", Some("10.0.0.1"));
+        r.exclude = vec![
+            ("10.0.0.10".parse().unwrap(), "10.0.0.99".parse().unwrap()),
+            ("10.0.0.200".parse().unwrap(), "10.0.0.200".parse().unwrap()),
+        ];
+        let p = Pool::new(&r);
+        let dynamic: Vec<u128> = (p.start..=p.end)
+            .filter(|&v| p.contains_dynamic(v))
+            .collect();
+        assert_eq!(p.size(), dynamic.len() as u128);
+        assert_eq!(p.size(), 254 - 1 - 90 - 1);
+        let nth: Vec<u128> = (0..p.size()).map(|k| p.nth_dynamic(k)).collect();
+        assert_eq!(nth, dynamic);
+        assert!(p.excluded(to_u128("10.0.0.50".parse().unwrap())).is_some());
+        assert!(p.excluded(to_u128("10.0.0.100".parse().unwrap())).is_none());
     }
 
     #[test]

@@ -51,6 +51,7 @@ pub(crate) fn range(
         range_end: ip(end),
         gateway: gw.map(ip),
         fixed: fixed.map(|(a, b)| (ip(a), ip(b))),
+        exclude: vec![],
     }
 }
 

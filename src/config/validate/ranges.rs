@@ -47,6 +47,14 @@ pub(super) fn range_sets(
         "ipam.ranges",
         ipam.ranges.as_deref().unwrap_or_default(),
     ));
+    if ipam.exclude.is_some() && !top_given {
+        errs.push(
+            "ipam.exclude",
+            format!("{:?}", ipam.exclude.as_deref().unwrap_or_default()),
+            "belongs to the range of ipam.subnet, which is not given; with ipam.ranges, give \
+             exclude inside each range",
+        );
+    }
     if raw_sets.is_empty() {
         errs.push(
             "ipam.subnet",
@@ -211,13 +219,52 @@ fn range_in(
         _ => None,
     };
 
+    let exclude = exclude(&field("exclude"), subnet, raw.exclude.as_deref(), errs);
     Some(Range {
         subnet,
         range_start,
         range_end,
         gateway: Some(gateway_ok.unwrap_or(first)),
         fixed,
+        exclude,
     })
+}
+
+/// `exclude`: addresses and CIDRs, each inside the subnet (anything outside it is most likely
+/// meant for another range, and excluding it here would exclude nothing).
+fn exclude(
+    field: &str,
+    subnet: IpNet,
+    raw: Option<&[String]>,
+    errs: &mut Errors,
+) -> Vec<(IpAddr, IpAddr)> {
+    let mut out = Vec::new();
+    for (i, entry) in raw.unwrap_or_default().iter().enumerate() {
+        let path = format!("{field}[{i}]");
+        let s = entry.trim();
+        let span = match (IpAddr::from_str(s), IpNet::from_str(s)) {
+            (Ok(a), _) => (a, a),
+            (_, Ok(net)) if net.trunc() == net => (net.network(), net.broadcast()),
+            (_, Ok(net)) => {
+                errs.push(
+                    path,
+                    s,
+                    format!("has host bits set; did you mean {}", net.trunc()),
+                );
+                continue;
+            }
+            _ => {
+                errs.push(path, s, "is neither an IP address nor a CIDR");
+                continue;
+            }
+        };
+        if !subnet.contains(&span.0) || !subnet.contains(&span.1) {
+            errs.push(path, s, format!("is outside subnet {subnet}"));
+            continue;
+        }
+        out.push(span);
+    }
+    out
 }
 
 /// A subnet must be given exactly: silently clearing host bits would hide a typo that moves

@@ -61,7 +61,13 @@ impl Start {
         // unless the range is nearly full, and then they lead straight to the windows with
         // room. In a larger one (a /8, a /64), the parts of a random window, which nearly
         // always has room.
-        let window = hints::block(0, pool.start + rnd() % span);
+        // A spot among the addresses the range hands out: a large excluded span is not
+        // looked at in vain.
+        let spot = match pool.size() {
+            0 => pool.start,
+            n => pool.nth_dynamic(rnd() % n),
+        };
+        let window = hints::block(0, spot);
         let (groups, ranges) = if top == 0 {
             let s = hints::shift(0);
             space.hint_groups(0, pool.start >> s, pool.end >> s, PARTS)

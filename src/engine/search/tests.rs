@@ -16,6 +16,7 @@ fn pool(start: u32, end: u32, gw: Option<u32>, fixed: Option<(u32, u32)>) -> Poo
         range_end: ip(end),
         gateway: gw.map(ip),
         fixed: fixed.map(|(a, b)| (ip(a), ip(b))),
+        exclude: vec![],
     })
 }
 
@@ -43,6 +44,7 @@ pub(super) fn big_pool(start: u32, len: u32, fixed: Option<(u32, u32)>) -> Pool 
         range_end: ip(start + len - 1),
         gateway: Some(ip(1)),
         fixed: fixed.map(|(a, b)| (ip(a), ip(b))),
+        exclude: vec![],
     })
 }
 
