@@ -75,6 +75,7 @@ fn conf(subnet: &str, start: &str, end: &str) -> IpamConf {
         write_original_keys: false,
         call_timeout: kube_ipam::config::DEFAULT_CALL_TIMEOUT,
         node_lost_after: Some(kube_ipam::config::DEFAULT_NODE_LOST_AFTER),
+        reuse_delay: std::time::Duration::ZERO,
     }
 }
 

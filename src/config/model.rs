@@ -120,6 +120,9 @@ pub struct IpamConf {
     /// address another pod asks for (`nodeLostAfter`, default 300 s); `None` when
     /// `takeoverFromLostNodes` is false: such addresses wait until the pod object is gone.
     pub node_lost_after: Option<Duration>,
+    /// `reuseDelay` (default 30 s, 0: none): while another address of its range is free, an
+    /// address just released does not go to another attachment for this long.
+    pub reuse_delay: Duration,
 }
 
 /// Where and how much a call logs.

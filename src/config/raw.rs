@@ -77,6 +77,9 @@ pub(crate) struct RawIpam {
     pub node_lost_after: Option<f64>,
     #[serde(rename = "takeoverFromLostNodes")]
     pub takeover_from_lost_nodes: Option<bool>,
+    /// Seconds a released address waits before it goes to another attachment.
+    #[serde(rename = "reuseDelay")]
+    pub reuse_delay: Option<f64>,
 }
 
 impl RawIpam {

@@ -110,6 +110,8 @@ pub struct Allocator<S> {
     pub(super) original: Original,
     /// When a terminating holder on a lost node yields its address.
     pub(super) lost: Policy,
+    /// `reuseDelay` in seconds; 0: none.
+    pub(super) reuse_delay_secs: u64,
 }
 
 impl<S: LeaseStore> Allocator<S> {
@@ -134,6 +136,7 @@ impl<S: LeaseStore> Allocator<S> {
             lost: Policy {
                 not_ready_for: conf.node_lost_after,
             },
+            reuse_delay_secs: conf.reuse_delay.as_secs(),
         }
     }
 
@@ -164,7 +167,7 @@ impl<S: LeaseStore> Allocator<S> {
     /// Every commit of the engine that may delete an address record goes through here (the
     /// search's hint writes and the folding of events delete none): a deleted address record
     /// takes the hints of its blocks with it, in the same commit, so no hint outlives the
-    /// record that made its block full.
+    /// record that made its block full; with a reuse delay, it leaves its cooling mark.
     pub async fn commit(
         &self,
         compares: &[Compare],
@@ -179,6 +182,8 @@ impl<S: LeaseStore> Allocator<S> {
                             all.push(d);
                         }
                     }
+                    // And the address waits out the reuse delay before another takes it.
+                    all.extend(self.cool(ip));
                 }
             }
         }

@@ -171,6 +171,13 @@ impl<S: LeaseStore> Allocator<S> {
                 mutations.push(Mutation::Put(self.keys.ip(ip.address), encode(&record)));
             }
             mutations.push(Mutation::Put(owner_key.clone(), encode(&attachment)));
+            // The address is taken now: its cooling mark, if any, has done its work.
+            if self.reuse_delay_secs > 0 {
+                mutations.extend(
+                    ips.iter()
+                        .map(|i| Mutation::Delete(self.keys.cool(i.address))),
+                );
+            }
             self.guard_original(&req.holder, &ips, &mut compares, &mut mutations);
             // A record of this network in the layout before the shared space, not converted
             // yet or written since by a node of an earlier release, holds its address too.
@@ -543,10 +550,11 @@ impl<S: LeaseStore> Allocator<S> {
     ) -> Result<AttachedIp> {
         let mut rng = rand::rng();
         let mut rnd = move || rng.random::<u128>();
+        let cooling = self.cooling();
         let starts: Vec<Start> = set
             .iter()
             .enumerate()
-            .map(|(i, p)| Start::new(&self.keys, p, i > 0, &mut rnd))
+            .map(|(i, p)| Start::new(&self.keys, p, i > 0, cooling, &mut rnd))
             .collect();
         let reads: Vec<Read> = starts.iter().flat_map(|s| s.reads().to_vec()).collect();
         let mut answers = self.store.reads(&reads).await?.into_iter();
@@ -563,6 +571,12 @@ impl<S: LeaseStore> Allocator<S> {
             {
                 return Ok(attached(p, v, kind, None));
             }
+        }
+        // Every free address is cooling down: the one released longest ago goes at once.
+        // Looked for even without a delay now: hints written while there was one may still
+        // count cooling addresses as taken.
+        if let Some((p, v)) = self.coolest(set, original).await? {
+            return Ok(attached(p, v, kind, None));
         }
         Err(Error::Exhausted {
             range: set

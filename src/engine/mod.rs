@@ -3,6 +3,7 @@
 mod allocator;
 pub mod bitmap;
 mod claims;
+pub mod cooling;
 pub mod events;
 pub mod hints;
 mod imports;

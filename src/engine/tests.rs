@@ -35,6 +35,7 @@ pub(crate) fn ipam(sets: Vec<Vec<Range>>) -> IpamConf {
         write_original_keys: false,
         call_timeout: crate::config::DEFAULT_CALL_TIMEOUT,
         node_lost_after: Some(crate::config::DEFAULT_NODE_LOST_AFTER),
+        reuse_delay: std::time::Duration::ZERO,
     }
 }
 

@@ -45,6 +45,11 @@ pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(20);
 pub const DEFAULT_NODE_LOST_AFTER: Duration = Duration::from_secs(300);
 /// A week: past that, a longer wait is a typo (minutes or milliseconds meant).
 const MAX_NODE_LOST_AFTER_SECS: f64 = 7.0 * 86_400.0;
+/// AWS VPC CNI's cooling period for a released address: long enough for neighbours' ARP
+/// caches and conntrack to move on, short enough not to strand addresses.
+pub const DEFAULT_REUSE_DELAY: Duration = Duration::from_secs(30);
+/// A day: past that, a delay is a typo.
+const MAX_REUSE_DELAY_SECS: f64 = 86_400.0;
 
 /// A timeout beyond this is a typo (milliseconds written as seconds) rather than a wish: the
 /// runtime kills a CNI call long before.
@@ -251,23 +256,47 @@ fn ipam_conf(
             errs,
         ),
         node_lost_after,
+        reuse_delay: seconds(
+            "ipam.reuseDelay",
+            ipam.reuse_delay,
+            DEFAULT_REUSE_DELAY,
+            MAX_REUSE_DELAY_SECS,
+            errs,
+        ),
     }
 }
 
 /// `nodeLostAfter`: 0 is allowed (a node reported not Ready is lost at once).
 fn node_lost_after(raw: Option<f64>, errs: &mut Errors) -> Duration {
+    seconds(
+        "ipam.nodeLostAfter",
+        raw,
+        DEFAULT_NODE_LOST_AFTER,
+        MAX_NODE_LOST_AFTER_SECS,
+        errs,
+    )
+}
+
+/// A number of seconds from 0 to `max`.
+fn seconds(
+    field: &str,
+    raw: Option<f64>,
+    default: Duration,
+    max: f64,
+    errs: &mut Errors,
+) -> Duration {
     let Some(secs) = raw else {
-        return DEFAULT_NODE_LOST_AFTER;
+        return default;
     };
     match Duration::try_from_secs_f64(secs) {
-        Ok(d) if secs <= MAX_NODE_LOST_AFTER_SECS => d,
+        Ok(d) if secs <= max => d,
         _ => {
             errs.push(
-                "ipam.nodeLostAfter",
+                field,
                 secs,
-                format!("must be a number of seconds from 0 to {MAX_NODE_LOST_AFTER_SECS}"),
+                format!("must be a number of seconds from 0 to {max}"),
             );
-            DEFAULT_NODE_LOST_AFTER
+            default
         }
     }
 }

@@ -56,7 +56,7 @@ pub async fn find_free<S: LeaseStore + ?Sized>(
     pool: &Pool,
     rnd: &mut impl FnMut() -> u128,
 ) -> Result<Option<u128>> {
-    let first = Start::new(keys, pool, false, rnd);
+    let first = Start::new(keys, pool, false, None, rnd);
     let answers = store.reads(first.reads()).await?;
     first
         .finish(store, keys, pool, &BTreeSet::new(), rnd, answers)
@@ -66,11 +66,30 @@ pub async fn find_free<S: LeaseStore + ?Sized>(
 /// Blocks whose hints are read in one request: a level's fan-out.
 pub(super) const FANOUT: u128 = 1 << hints::BITS;
 
+/// `reuseDelay`: a released address waits this long before it goes to another attachment,
+/// as long as another address is free. Judged by this node's clock against the release time
+/// the releasing node wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cooling {
+    pub delay_secs: u64,
+    pub now: u64,
+}
+
+impl Cooling {
+    /// Whether a mark written at `released` still holds its address back.
+    pub fn holds(&self, released: u64) -> bool {
+        self.now < released.saturating_add(self.delay_secs)
+    }
+}
+
 /// The range a search looks in and its keys: what the search works out without the store.
 #[derive(Clone, Copy)]
 pub(super) struct Space<'a> {
     pub(super) keys: &'a Keys,
     pub(super) pool: &'a Pool,
+    /// Released addresses still cooling down count as taken: never picked while another is
+    /// free, and, like taken ones, left out of the free spans a hint lists.
+    pub(super) cooling: Option<Cooling>,
 }
 
 /// One search of one range, with the store it reads and the randomness it picks with.
@@ -93,6 +112,53 @@ impl Space<'_> {
             limit: 0,
             keys_only: true,
         }
+    }
+
+    /// [`Self::taken_read`], and with a reuse delay the cooling marks of the same addresses:
+    /// one batch, answered by [`Self::parse_taken_answers`].
+    pub(super) fn taken_reads(&self, from: u128, to: u128) -> Vec<Read> {
+        let mut reads = vec![self.taken_read(from, to)];
+        if self.cooling.is_some() {
+            let (from, to) = self
+                .keys
+                .cool_range(self.pool.addr(from), self.pool.addr(to));
+            reads.push(Read::Range {
+                from,
+                to,
+                limit: 0,
+                keys_only: false,
+            });
+        }
+        reads
+    }
+
+    /// The taken addresses from the answers to [`Self::taken_reads`], ascending.
+    pub(super) fn parse_taken_answers(
+        &self,
+        answers: &mut impl Iterator<Item = kube_ipam_store::Answer>,
+    ) -> Result<Vec<u128>> {
+        let mut next = || {
+            answers
+                .next()
+                .ok_or_else(|| crate::Error::Internal("a search's read came back short".into()))
+        };
+        let mut taken = self.parse_taken(next()?.into_entries()?);
+        if let Some(cooling) = self.cooling {
+            let marks = next()?.into_entries()?;
+            let before = taken.len();
+            taken.extend(
+                marks
+                    .iter()
+                    .filter(|e| cooling.holds(super::cooling::released(&e.value)))
+                    .filter_map(|e| self.keys.parse_cool(&e.key))
+                    .map(super::pool::to_u128),
+            );
+            if taken.len() > before {
+                taken.sort_unstable();
+                taken.dedup();
+            }
+        }
+        Ok(taken)
     }
 
     /// The addresses of the address records `entries`.
@@ -147,8 +213,14 @@ impl<S: LeaseStore + ?Sized, R: FnMut() -> u128> Search<'_, S, R> {
         ((self.rnd)() % n.max(1) as u128) as usize
     }
 
-    /// The taken addresses of `from..=to`, ascending: keys only.
+    /// The taken addresses of `from..=to`, ascending: keys only (and, with a reuse delay,
+    /// the addresses still cooling down, read in the same request).
     pub(super) async fn taken(&self, from: u128, to: u128) -> Result<Vec<u128>> {
+        if self.space.cooling.is_some() {
+            let reads = self.space.taken_reads(from, to);
+            let answers = self.store.reads(&reads).await?;
+            return self.space.parse_taken_answers(&mut answers.into_iter());
+        }
         let (kf, kt) = self
             .space
             .keys

@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use kube_ipam_store::{Answer, Entry, Keys, LeaseStore, Read};
 
 use super::window::{Look, PART, PARTS};
-use super::{Search, Space, FANOUT};
+use super::{Cooling, Search, Space, FANOUT};
 use crate::engine::hints::{self, Seen, Span};
 use crate::engine::pool::Pool;
 use crate::Result;
@@ -19,6 +19,7 @@ pub(super) const ABOVE_LIMIT: usize = 256;
 pub struct Start {
     step: Step,
     reads: Vec<Read>,
+    cooling: Option<Cooling>,
 }
 
 enum Step {
@@ -39,8 +40,18 @@ enum Step {
 impl Start {
     /// The first step of a search of `pool`; `behind`: whether ranges come before it in its
     /// set, in which case it is made ahead of knowing whether it is needed at all.
-    pub fn new(keys: &Keys, pool: &Pool, behind: bool, rnd: &mut impl FnMut() -> u128) -> Start {
-        let space = Space { keys, pool };
+    pub fn new(
+        keys: &Keys,
+        pool: &Pool,
+        behind: bool,
+        cooling: Option<Cooling>,
+        rnd: &mut impl FnMut() -> u128,
+    ) -> Start {
+        let space = Space {
+            keys,
+            pool,
+            cooling,
+        };
         let span = pool.end - pool.start + 1;
         if hints::block(0, pool.start) == hints::block(0, pool.end) {
             if behind && span > PART {
@@ -48,12 +59,14 @@ impl Start {
                 let to = from + PART - 1;
                 return Start {
                     step: Step::Glimpse((from, to)),
-                    reads: vec![space.taken_read(from, to)],
+                    reads: space.taken_reads(from, to),
+                    cooling,
                 };
             }
             return Start {
                 step: Step::Window,
-                reads: vec![space.taken_read(pool.start, pool.end)],
+                reads: space.taken_reads(pool.start, pool.end),
+                cooling,
             };
         }
         let top = space.top();
@@ -103,6 +116,7 @@ impl Start {
                 groups,
             },
             reads,
+            cooling,
         }
     }
 
@@ -125,24 +139,23 @@ impl Start {
         answers: Vec<Answer>,
     ) -> Result<Option<u128>> {
         let mut search = Search {
-            space: Space { keys, pool },
+            space: Space {
+                keys,
+                pool,
+                cooling: self.cooling,
+            },
             store,
             avoid,
             rnd,
         };
         let mut answers = answers.into_iter();
-        let mut next = move || {
-            answers.next().ok_or_else(|| {
-                crate::Error::Internal("a search's first read came back short".into())
-            })
-        };
         let (top, (bf, bl), groups) = match self.step {
             Step::Window => {
-                let taken = search.space.parse_taken(next()?.into_entries()?);
+                let taken = search.space.parse_taken_answers(&mut answers)?;
                 return Ok(search.pick(pool.start, pool.end, &taken));
             }
             Step::Glimpse((from, to)) => {
-                let taken = search.space.parse_taken(next()?.into_entries()?);
+                let taken = search.space.parse_taken_answers(&mut answers)?;
                 if let Some(v) = search.pick(from, to, &taken) {
                     return Ok(Some(v));
                 }
@@ -154,6 +167,11 @@ impl Start {
                 window,
                 groups,
             } => (top, window, groups),
+        };
+        let mut next = move || {
+            answers.next().ok_or_else(|| {
+                crate::Error::Internal("a search's first read came back short".into())
+            })
         };
         let entries = next()?.into_entries()?;
         let counted = match next()?.into_counts()? {
