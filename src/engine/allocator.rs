@@ -174,6 +174,7 @@ impl<S: LeaseStore> Allocator<S> {
         mutations: &[Mutation],
     ) -> std::result::Result<bool, StoreError> {
         let mut all = mutations.to_vec();
+        let mut marks = Vec::new();
         for m in mutations {
             if let Mutation::Delete(k) = m {
                 if let Some(ip) = self.keys.parse_ip(k) {
@@ -183,11 +184,22 @@ impl<S: LeaseStore> Allocator<S> {
                         }
                     }
                     // And the address waits out the reuse delay before another takes it.
-                    all.extend(self.cool(ip));
+                    marks.extend(self.cool(ip));
                 }
             }
         }
-        self.store.commit(compares, &all).await
+        if marks.is_empty() {
+            return self.store.commit(compares, &all).await;
+        }
+        let with_marks: Vec<Mutation> = all.iter().cloned().chain(marks).collect();
+        match self.store.commit(compares, &with_marks).await {
+            // A store out of space still takes deletes: the release goes through, undelayed.
+            Err(StoreError::Full(why)) => {
+                tracing::warn!(reason = %why, "store full: released without a reuse delay");
+                self.store.commit(compares, &all).await
+            }
+            done => done,
+        }
     }
 }
 

@@ -18,7 +18,7 @@ use std::collections::BTreeSet;
 
 use kube_ipam_store::{LeaseStore, Mutation, Read};
 
-use super::allocator::{unix_now, Allocator};
+use super::allocator::Allocator;
 use super::original::OriginalHeld;
 use super::pool::{to_u128, Pool};
 use super::search::Cooling;
@@ -27,16 +27,26 @@ use serde::{Deserialize, Serialize};
 
 /// What a cooling mark holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Mark {
-    /// Unix seconds.
-    pub released: u64,
+    /// Unix milliseconds: releases within one second are still told apart, so the one
+    /// released longest ago goes first.
+    pub released_ms: u64,
 }
 
 /// The release time of a mark's value; one that cannot be read cools nothing (a mark is a
 /// preference, never the truth about whether an address is taken).
 pub fn released(value: &[u8]) -> u64 {
     serde_json::from_slice::<Mark>(value)
-        .map(|m| m.released)
+        .map(|m| m.released_ms)
+        .unwrap_or(0)
+}
+
+/// Unix milliseconds now.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
         .unwrap_or(0)
 }
 
@@ -44,8 +54,8 @@ impl<S: LeaseStore> Allocator<S> {
     /// The reuse delay as a search applies it now, if there is one.
     pub(super) fn cooling(&self) -> Option<Cooling> {
         (self.reuse_delay_secs > 0).then(|| Cooling {
-            delay_secs: self.reuse_delay_secs,
-            now: unix_now(),
+            delay_ms: self.reuse_delay_secs.saturating_mul(1000),
+            now_ms: now_ms(),
         })
     }
 
@@ -53,7 +63,7 @@ impl<S: LeaseStore> Allocator<S> {
     pub(super) fn cool(&self, addr: std::net::IpAddr) -> Option<Mutation> {
         (self.reuse_delay_secs > 0).then(|| {
             let mark = Mark {
-                released: unix_now(),
+                released_ms: now_ms(),
             };
             Mutation::Put(
                 self.keys.cool(addr),
@@ -101,7 +111,7 @@ impl<S: LeaseStore> Allocator<S> {
             if self.store.get(&key).await?.is_none() {
                 tracing::debug!(
                     address = %set[i].addr(v),
-                    released_secs_ago = unix_now().saturating_sub(when),
+                    released_ms_ago = now_ms().saturating_sub(when),
                     "every free address is cooling down: handing out the one released longest ago"
                 );
                 return Ok(Some((&set[i], v)));

@@ -71,14 +71,14 @@ pub(super) const FANOUT: u128 = 1 << hints::BITS;
 /// the releasing node wrote.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Cooling {
-    pub delay_secs: u64,
-    pub now: u64,
+    pub delay_ms: u64,
+    pub now_ms: u64,
 }
 
 impl Cooling {
-    /// Whether a mark written at `released` still holds its address back.
-    pub fn holds(&self, released: u64) -> bool {
-        self.now < released.saturating_add(self.delay_secs)
+    /// Whether a mark written at `released_ms` still holds its address back.
+    pub fn holds(&self, released_ms: u64) -> bool {
+        self.now_ms < released_ms.saturating_add(self.delay_ms)
     }
 }
 
