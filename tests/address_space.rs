@@ -10,18 +10,20 @@ use std::path::{Path, PathBuf};
 use kube_ipam_etcd::testing::EtcdServer;
 use kube_ipam_store::{LeaseStore, Mutation};
 use serde_json::{json, Value};
+use std::process::Child;
+
 use support::{call, cli, Out, Scratch};
 
 /// Where the networks of a test keep their records.
 enum Store {
     Embedded,
-    Etcd(EtcdServer),
+    Etcd(Box<EtcdServer>),
 }
 
 impl Store {
     fn start(etcd: bool) -> Store {
         match etcd {
-            true => Store::Etcd(EtcdServer::start().expect("etcd")),
+            true => Store::Etcd(Box::new(EtcdServer::start().expect("etcd"))),
             false => Store::Embedded,
         }
     }
@@ -399,4 +401,149 @@ fn a_mistyped_network_name_is_an_error_of_the_operator_commands() {
     let (code, _, err) = cli(&["ls", "--conf", f.to_str().unwrap()]);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("no network \"tenant-aa\""), "{err}");
+}
+
+/// Many processes of two networks at once on one store, some of them killed mid-call: no
+/// address is ever held by both networks, each network's store is consistent, and once every
+/// pod is gone the whole subnet is there to hand out again.
+fn two_networks_at_once_under_kills(etcd: bool) {
+    use std::os::unix::process::ExitStatusExt;
+    use std::time::{Duration, Instant};
+
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+
+    let mut rng = StdRng::seed_from_u64(support::fault_seed());
+    let store = Store::start(etcd);
+    let s = Scratch::new();
+    // 10.63.0.0/26: gateway .1, 61 dynamic addresses, shared by both.
+    let nets = [
+        net(&s, &store, "left", json!({"subnet": "10.63.0.0/26"})),
+        net(&s, &store, "right", json!({"subnet": "10.63.0.0/26"})),
+    ];
+    let both = |what: &str| -> Vec<std::collections::BTreeMap<String, String>> {
+        nets.iter()
+            .map(|c| {
+                let h = held(&s, c);
+                check(&s, c);
+                let all: BTreeSet<&String> = h.values().collect();
+                assert_eq!(all.len(), h.len(), "{what}: {h:?}");
+                h
+            })
+            .collect()
+    };
+    let started = Instant::now();
+    call("ADD", "calibrate", "eth0", &[], &nets[0]).ip();
+    call("DEL", "calibrate", "eth0", &[], &nets[0]).quiet();
+    // Half the kills fall within two calls' time, where every call is still running; the
+    // rest spread over the span of a whole batch.
+    let one_call = started.elapsed() / 2;
+    let early = (one_call * 2).as_millis().max(1) as u64;
+    let window = (one_call * 16).as_millis().max(2) as u64;
+    let mut landed = 0;
+    for round in 0..5 {
+        let mut running: Vec<(Instant, Child)> = (0..16)
+            .map(|i| {
+                let n = i % 2;
+                let verb = if round > 0 && rng.random_bool(0.3) {
+                    "DEL"
+                } else {
+                    "ADD"
+                };
+                let id = format!("n{n}-{}", rng.random_range(0..24));
+                let child = support::spawn(verb, &id, &[], &nets[n]);
+                let span = if rng.random_bool(0.5) { early } else { window };
+                let at = Instant::now() + Duration::from_millis(rng.random_range(0..=span));
+                (at, child)
+            })
+            .collect();
+        running.sort_by_key(|r| r.0);
+        for (at, mut child) in running {
+            // The delay is the fault being injected, not a wait for anything.
+            std::thread::sleep(at.saturating_duration_since(Instant::now()));
+            if child.try_wait().expect("try_wait").is_none() {
+                let _ = child.kill();
+            }
+            let out = child.wait_with_output().expect("wait");
+            if out.status.signal() == Some(libc::SIGKILL) {
+                landed += 1;
+                continue;
+            }
+            let out: Out = out.into();
+            if out.code != 0 {
+                let (code, _) = out.cni_error();
+                assert!(code == 11 || code == 101, "{out:?}");
+            }
+        }
+        let held = both(&format!("round {round}"));
+        let left: BTreeSet<&String> = held[0].values().collect();
+        assert!(
+            held[1].values().all(|a| !left.contains(a)),
+            "round {round}: an address held by both networks: {held:?}"
+        );
+    }
+    assert!(
+        landed > 0,
+        "no kill landed mid-call: the test tested nothing"
+    );
+    // Every pod goes; then the whole subnet, every address once, across both networks.
+    for (n, c) in nets.iter().enumerate() {
+        for id in held(&s, c).keys() {
+            call("DEL", id, "eth0", &[], c).quiet();
+        }
+        assert!(held(&s, c).is_empty(), "network {n}");
+    }
+    let mut all = BTreeSet::new();
+    for i in 0..61 {
+        let ip = call("ADD", &format!("after-{i}"), "eth0", &[], &nets[i % 2]).ip();
+        assert!(all.insert(ip.clone()), "{ip} handed out twice");
+    }
+    call("ADD", "one-too-many", "eth0", &[], &nets[0]).err(101);
+    both("after");
+}
+
+#[test]
+fn two_networks_at_once_under_kills_on_the_embedded_store() {
+    two_networks_at_once_under_kills(false);
+}
+
+#[test]
+fn two_networks_at_once_under_kills_on_etcd() {
+    two_networks_at_once_under_kills(true);
+}
+
+/// Fifty processes at once, half of each network, on a subnet of exactly fifty dynamic
+/// addresses: every one gets an address and no two get the same, whatever network asks.
+fn fifty_at_once_across_two_networks(etcd: bool) {
+    let store = Store::start(etcd);
+    let s = Scratch::new();
+    let ipam =
+        json!({"subnet": "10.64.0.0/24", "rangeStart": "10.64.0.10", "rangeEnd": "10.64.0.59"});
+    let nets = [
+        net(&s, &store, "east", ipam.clone()),
+        net(&s, &store, "west", ipam),
+    ];
+    let children: Vec<_> = (0..50)
+        .map(|i| support::spawn("ADD", &format!("burst-{i}"), &[], &nets[i % 2]))
+        .collect();
+    let mut got = BTreeSet::new();
+    for child in children {
+        let out = support::wait(child);
+        assert!(got.insert(out.ip()), "handed out twice: {out:?}");
+    }
+    assert_eq!(got.len(), 50);
+    for c in &nets {
+        assert_eq!(check(&s, c), 25);
+        call("ADD", "late", "eth0", &[], c).err(101);
+    }
+}
+
+#[test]
+fn fifty_at_once_across_two_networks_on_the_embedded_store() {
+    fifty_at_once_across_two_networks(false);
+}
+
+#[test]
+fn fifty_at_once_across_two_networks_on_etcd() {
+    fifty_at_once_across_two_networks(true);
 }

@@ -64,7 +64,9 @@ fn every_row_comes_in_once_and_the_old_file_refuses_its_writers() {
     assert!(!old_dir.exists());
     let moved = tmp.path().join(format!("n{ADOPTED_SUFFIX}"));
     assert!(moved.join(DB_FILE).exists());
-    let refused = SqliteStore::open(&moved, WAIT).map(|_| ()).expect_err("refused");
+    let refused = SqliteStore::open(&moved, WAIT)
+        .map(|_| ())
+        .expect_err("refused");
     assert!(refused.to_string().contains("newer"), "{refused}");
     // Taking it in again does nothing: it is not there any more.
     assert_eq!(shared.adopt(&old_dir, MARKER).unwrap(), 0);
