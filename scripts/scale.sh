@@ -15,6 +15,9 @@
 # commands at a million held; ONLY_MISSED=1 the same and the /16 with one free address. The
 # empty /24 is timed first and again just before each /12 point, and each point's "vs /24"
 # is against the latest one before it: the store has grown by millions of records in between.
+# Every network runs with `reuseDelay` REUSE_DELAY (seconds, 30 by default as in a config
+# that leaves it out): each point's ADD after a DEL of the same attachment is a churn of
+# releases that the delay must keep away from the address just released.
 # Each point also gets pairwise ratios (`scripts/lib/pairwise.py`): its ADD and its DEL
 # against the empty /24's, run in turn, which hold up on a loaded machine too.
 # `gc` is run against a stand-in Kubernetes API that lists no pod (`examples/kube_api.rs`);
@@ -23,6 +26,7 @@ set -euo pipefail
 
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-30}
+REUSE_DELAY=${REUSE_DELAY:-30}
 STORES=${STORES:-"etcd embedded"}
 BIN=$PWD/target/release/kube-ipam
 FILL=$PWD/target/release/examples/fill
@@ -52,7 +56,7 @@ conf() {
         backend="\"dataDir\":\"$T/data\""
     fi
     cat >"$T/$store-$name$tag.json" <<JSON
-{"cniVersion":"1.0.0","name":"$name","type":"bridge","ipam":{"type":"kube-ipam","ranges":$ranges,"logFile":"$T/log",$backend}}
+{"cniVersion":"1.0.0","name":"$name","type":"bridge","ipam":{"type":"kube-ipam","ranges":$ranges,"reuseDelay":$REUSE_DELAY,"logFile":"$T/log",$backend}}
 JSON
     echo "$T/$store-$name$tag.json"
 }
