@@ -25,6 +25,9 @@ use super::search::Cooling;
 use crate::Result;
 use serde::{Deserialize, Serialize};
 
+/// Marks whose addresses are looked up in one request when every free address is cooling.
+const MARK_BATCH: usize = 64;
+
 /// What a cooling mark holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -106,16 +109,41 @@ impl<S: LeaseStore> Allocator<S> {
             }
         }
         marks.sort_unstable();
-        for (when, i, v) in marks {
-            let key = self.keys.ip(set[i].addr(v));
-            if self.store.get(&key).await?.is_none() {
-                tracing::debug!(
-                    address = %set[i].addr(v),
-                    released_ms_ago = now_ms().saturating_sub(when),
-                    "every free address is cooling down: handing out the one released longest ago"
-                );
-                return Ok(Some((&set[i], v)));
+        // The oldest first, a batch of them per request: which have a record again. Marks
+        // of addresses held again (taken by a bulk fill or an import, which write no marks'
+        // deletes) are dropped on the way, so they cost this once.
+        for batch in marks.chunks(MARK_BATCH) {
+            let reads: Vec<Read> = batch
+                .iter()
+                .map(|&(_, i, v)| {
+                    let key = self.keys.ip(set[i].addr(v));
+                    Read::Range {
+                        to: format!("{key}\0"),
+                        from: key,
+                        limit: 1,
+                        keys_only: true,
+                    }
+                })
+                .collect();
+            let answers = self.store.reads(&reads).await?;
+            let mut stale = Vec::new();
+            for (&(when, i, v), answer) in batch.iter().zip(answers) {
+                if answer.into_entries()?.is_empty() {
+                    if !stale.is_empty() {
+                        // Best effort: a mark is a preference, never the truth.
+                        let _ = self.store.commit(&[], &stale).await;
+                    }
+                    tracing::debug!(
+                        address = %set[i].addr(v),
+                        released_ms_ago = now_ms().saturating_sub(when),
+                        "every free address is cooling down: handing out the one released \
+                         longest ago"
+                    );
+                    return Ok(Some((&set[i], v)));
+                }
+                stale.push(Mutation::Delete(self.keys.cool(set[i].addr(v))));
             }
+            let _ = self.store.commit(&[], &stale).await;
         }
         Ok(None)
     }

@@ -88,13 +88,10 @@ impl<S: LeaseStore> Allocator<S> {
         Ok(done)
     }
 
-    /// Whether the network has ever been used in this store (or still has records of the old
-    /// layout to move in).
+    /// Whether the network is in this store: it has its marker, or anything at all under its
+    /// own keys (attachments, bindings, counters, records of the old layout to move in).
     pub async fn known(&self) -> Result<bool> {
-        if self.store.get(&self.keys.network_marker()).await?.is_some() {
-            return Ok(true);
-        }
-        let (from, to) = self.keys.network_ips();
+        let (from, to) = self.keys.all();
         Ok(self.store.count(&from, &to).await? > 0)
     }
 
