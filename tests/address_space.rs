@@ -12,6 +12,7 @@ use kube_ipam_store::{LeaseStore, Mutation};
 use serde_json::{json, Value};
 use std::process::Child;
 
+use support::pods::{conf_file as file, listed};
 use support::{call, cli, Out, Scratch};
 
 /// Where the networks of a test keep their records.
@@ -44,26 +45,13 @@ fn net(s: &Scratch, store: &Store, name: &str, ipam: Value) -> String {
     json!({"cniVersion": "1.1.0", "name": name, "type": "bridge", "ipam": block}).to_string()
 }
 
-fn file(s: &Scratch, conf: &str) -> PathBuf {
-    let v: Value = serde_json::from_str(conf).expect("conf");
-    let path = s
-        .path()
-        .join(format!("{}.conf", v["name"].as_str().unwrap_or("net")));
-    std::fs::write(&path, conf).expect("write conf");
-    path
-}
-
 /// Container -> address of the live attachments (parked addresses have no container).
 fn held(s: &Scratch, conf: &str) -> std::collections::BTreeMap<String, String> {
-    let f = file(s, conf);
-    let (code, out, err) = cli(&["ls", "--conf", f.to_str().unwrap(), "--output", "json"]);
-    assert_eq!(code, 0, "ls failed: {out}{err}");
-    let rows: Vec<Value> = serde_json::from_str(&out).expect("ls prints JSON");
     let mut held = std::collections::BTreeMap::new();
-    for r in rows.iter().filter(|r| r["parked"] != true) {
+    for r in listed(s, conf).iter().filter(|r| r["parked"] != true) {
         let container = r["container"].as_str().expect("container").to_owned();
         let addr = r["address"].as_str().expect("address").to_owned();
-        assert!(held.insert(container, addr).is_none(), "{out}");
+        assert!(held.insert(container, addr).is_none(), "{r}");
     }
     held
 }
@@ -73,10 +61,7 @@ fn check(s: &Scratch, conf: &str) -> usize {
 }
 
 fn usage(s: &Scratch, conf: &str) -> Value {
-    let f = file(s, conf);
-    let (code, out, err) = cli(&["usage", "--conf", f.to_str().unwrap(), "--output", "json"]);
-    assert_eq!(code, 0, "{err}");
-    serde_json::from_str::<Value>(&out).expect("usage json")[0].clone()
+    support::pods::usage(s, conf)[0].clone()
 }
 
 /// 10.62.0.0/29: gateway .1, dynamic .2 to .6.

@@ -226,20 +226,7 @@ impl Cluster {
 
     /// Addresses held in the kube-ipam store, through the operator CLI.
     fn held(&self) -> Vec<Value> {
-        let path = self.scratch.path().join("db-net.conf");
-        std::fs::write(&path, self.db_net(0)).expect("write conf");
-        let (code, out, err) = cli(&[
-            "ls",
-            "--conf",
-            &path.display().to_string(),
-            "--output",
-            "json",
-        ]);
-        assert_eq!(code, 0, "{err}");
-        serde_json::from_str::<Value>(&out)
-            .ok()
-            .and_then(|v| v.as_array().cloned())
-            .expect("ls json")
+        support::pods::listed(&self.scratch, &self.db_net(0))
     }
 
     fn table(&self, title: &str, pods: &[&Pod]) {

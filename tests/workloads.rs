@@ -10,7 +10,7 @@ use std::time::Duration;
 use kube_ipam::testing::{ApiMode, KubeApi};
 use kube_ipam_etcd::testing::EtcdServer;
 use serde_json::{json, Value};
-use support::pods::{addresses, consistent, listed, pod_call};
+use support::pods::{addresses, consistent, listed, pod_call, usage};
 use support::{Out, Scratch};
 
 const NS: &str = "prod";
@@ -50,23 +50,6 @@ fn kinds(s: &Scratch, conf: &str) -> Vec<(String, String, String, bool)> {
         .collect();
     rows.sort();
     rows
-}
-
-/// `kube-ipam usage --output json`: one item per range.
-fn usage(s: &Scratch, conf: &str) -> Vec<Value> {
-    let path = support::pods::conf_file(s, conf);
-    let (code, out, err) = support::cli(&[
-        "usage",
-        "--conf",
-        &path.display().to_string(),
-        "--output",
-        "json",
-    ]);
-    assert_eq!(code, 0, "{err}");
-    serde_json::from_str::<Value>(&out)
-        .ok()
-        .and_then(|v| v.as_array().cloned())
-        .unwrap_or_else(|| panic!("usage printed {out:?}"))
 }
 
 const POOL: &str = "10.188.0.216-10.188.0.218,fd00:188::216-fd00:188::218";

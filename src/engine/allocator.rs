@@ -167,36 +167,43 @@ impl<S: LeaseStore> Allocator<S> {
     /// Every commit of the engine that may delete an address record goes through here (the
     /// search's hint writes and the folding of events delete none): a deleted address record
     /// takes the hints of its blocks with it, in the same commit, so no hint outlives the
-    /// record that made its block full; with a reuse delay, it leaves its cooling mark.
+    /// record that made its block full, or, with a reuse delay, leaves its cooling mark,
+    /// through which it is found when the hints call its range full.
     pub async fn commit(
         &self,
         compares: &[Compare],
         mutations: &[Mutation],
     ) -> std::result::Result<bool, StoreError> {
-        let mut all = mutations.to_vec();
+        let mut hints = Vec::new();
         let mut marks = Vec::new();
         for m in mutations {
             if let Mutation::Delete(k) = m {
                 if let Some(ip) = self.keys.parse_ip(k) {
                     for d in freed(&self.keys, ip) {
-                        if !all.contains(&d) {
-                            all.push(d);
+                        if !hints.contains(&d) && !mutations.contains(&d) {
+                            hints.push(d);
                         }
                     }
-                    // And the address waits out the reuse delay before another takes it.
                     marks.extend(self.cool(ip));
                 }
             }
         }
+        let with = |extra: Vec<Mutation>| -> Vec<Mutation> {
+            mutations.iter().cloned().chain(extra).collect()
+        };
         if marks.is_empty() {
-            return self.store.commit(compares, &all).await;
+            return self.store.commit(compares, &with(hints)).await;
         }
-        let with_marks: Vec<Mutation> = all.iter().cloned().chain(marks).collect();
-        match self.store.commit(compares, &with_marks).await {
-            // A store out of space still takes deletes: the release goes through, undelayed.
+        // With a reuse delay the address waits behind its cooling mark instead: the hints of
+        // its blocks may go on calling them full, and a search that finds its range set full
+        // finds the address through the mark (`Allocator::coolest`). So a release in a full
+        // range costs the next ADD one look at the marks, not a search through the blocks.
+        match self.store.commit(compares, &with(marks)).await {
+            // A store out of space still takes deletes: the release goes through, undelayed,
+            // and its hints go as without a delay.
             Err(StoreError::Full(why)) => {
                 tracing::warn!(reason = %why, "store full: released without a reuse delay");
-                self.store.commit(compares, &all).await
+                self.store.commit(compares, &with(hints)).await
             }
             done => done,
         }

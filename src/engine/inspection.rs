@@ -269,6 +269,10 @@ impl<S: LeaseStore> Allocator<S> {
                     break;
                 }
             }
+            // Free addresses may wait behind their cooling marks, which an ADD would take.
+            if full && self.coolest(set, &Default::default()).await?.is_some() {
+                full = false;
+            }
             if full {
                 let ids: Vec<&str> = set.iter().map(|p| p.id.as_str()).collect();
                 return Err(Error::StatusUnavailable(format!(

@@ -24,6 +24,8 @@ pub use layout::Converted;
 pub use pool::Pool;
 
 #[cfg(test)]
+mod cooling_tests;
+#[cfg(test)]
 mod layout_tests;
 #[cfg(test)]
 pub(crate) mod lost_snapshots;

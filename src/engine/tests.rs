@@ -65,7 +65,7 @@ fn holder(i: usize) -> Holder {
     }
 }
 
-fn add(i: usize) -> AddRequest {
+pub(crate) fn add(i: usize) -> AddRequest {
     AddRequest {
         holder: holder(i),
         wanted: vec![],

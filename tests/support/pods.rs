@@ -64,6 +64,23 @@ pub fn listed(s: &Scratch, conf: &str) -> Vec<Value> {
         .unwrap_or_else(|| panic!("ls printed {out:?}"))
 }
 
+/// `kube-ipam usage --output json` of the network in `conf`: one item per range.
+pub fn usage(s: &Scratch, conf: &str) -> Vec<Value> {
+    let path = conf_file(s, conf);
+    let (code, out, err) = cli(&[
+        "usage",
+        "--conf",
+        &path.display().to_string(),
+        "--output",
+        "json",
+    ]);
+    assert_eq!(code, 0, "usage failed: {err}");
+    serde_json::from_str::<Value>(&out)
+        .ok()
+        .and_then(|v| v.as_array().cloned())
+        .unwrap_or_else(|| panic!("usage printed {out:?}"))
+}
+
 /// `kube-ipam check-store` finds nothing wrong with the network in `conf`.
 pub fn consistent(s: &Scratch, conf: &str) {
     super::check_store(&conf_file(s, conf));

@@ -73,10 +73,7 @@ impl Keys {
     }
 
     pub fn ip(&self, addr: IpAddr) -> String {
-        match addr {
-            IpAddr::V4(a) => format!("{}ip/4/{:08x}", self.space, u32::from(a)),
-            IpAddr::V6(a) => format!("{}ip/6/{:032x}", self.space, u128::from(a)),
-        }
+        address_key(&self.space, "ip", addr)
     }
 
     /// Keys of the addresses `first..=last` (same family): `[from, to)`.
@@ -141,10 +138,7 @@ impl Keys {
     /// The cooling mark of a released address: while it lasts, the address goes to another
     /// attachment only when nothing else is free.
     pub fn cool(&self, addr: IpAddr) -> String {
-        match addr {
-            IpAddr::V4(a) => format!("{}cool/4/{:08x}", self.space, u32::from(a)),
-            IpAddr::V6(a) => format!("{}cool/6/{:032x}", self.space, u128::from(a)),
-        }
+        address_key(&self.space, "cool", addr)
     }
 
     /// Cooling marks of the addresses `first..=last` (same family): `[from, to)`.
@@ -163,10 +157,7 @@ impl Keys {
     /// Where the releases before the shared address space kept this network's record of
     /// `addr`.
     pub fn network_ip(&self, addr: IpAddr) -> String {
-        match addr {
-            IpAddr::V4(a) => format!("{}ip/4/{:08x}", self.root, u32::from(a)),
-            IpAddr::V6(a) => format!("{}ip/6/{:032x}", self.root, u128::from(a)),
-        }
+        address_key(&self.root, "ip", addr)
     }
 
     /// Every address record of the network in the layout before the shared space.
@@ -184,10 +175,7 @@ impl Keys {
     /// address another network held already (the layout before the space allowed it): the
     /// address is held twice, by two live attachments, until one of them goes.
     pub fn held_twice(&self, addr: IpAddr) -> String {
-        match addr {
-            IpAddr::V4(a) => format!("{}held-twice/4/{:08x}", self.root, u32::from(a)),
-            IpAddr::V6(a) => format!("{}held-twice/6/{:032x}", self.root, u128::from(a)),
-        }
+        address_key(&self.root, "held-twice", addr)
     }
 
     /// Every record of [`Self::held_twice`]: `[from, to)`.
@@ -244,6 +232,15 @@ impl Keys {
     /// The totals events are folded into; only the collector writes it.
     pub fn totals(&self) -> String {
         format!("{}stats/totals", self.root)
+    }
+}
+
+/// `<base><segment>/4/<8 hex>` or `<base><segment>/6/<32 hex>`: fixed-width hex, so that key
+/// order is address order.
+fn address_key(base: &str, segment: &str, addr: IpAddr) -> String {
+    match addr {
+        IpAddr::V4(a) => format!("{base}{segment}/4/{:08x}", u32::from(a)),
+        IpAddr::V6(a) => format!("{base}{segment}/6/{:032x}", u128::from(a)),
     }
 }
 
