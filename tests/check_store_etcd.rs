@@ -151,18 +151,11 @@ fn check_store_reports_nothing_false_under_a_live_add_del_storm() {
 fn exit_codes_tell_problems_from_a_store_that_cannot_be_read() {
     let mut etcd = EtcdServer::start().expect("start etcd");
     let s = Scratch::new();
-    let conf = json!({
-        "cniVersion": "1.0.0", "name": "codes", "type": "bridge",
-        "ipam": {
-            "type": "kube-ipam",
-            "subnet": "10.203.0.0/24",
-            "etcdConfig": {"etcdURL": etcd.endpoint(), "dialTimeout": 1, "requestTimeout": 1},
-            "logFile": s.log_file(),
-        }
-    })
-    .to_string();
-    let file = s.path().join("net.conf");
-    std::fs::write(&file, &conf).expect("write conf");
+    let (conf, file) = s.etcd_network(
+        "codes",
+        json!({"etcdURL": etcd.endpoint(), "dialTimeout": 1, "requestTimeout": 1}),
+        json!({"subnet": "10.203.0.0/24"}),
+    );
     let f = file.to_str().unwrap();
     let held = call("ADD", "c1", "eth0", &[], &conf).ip();
     let free = if held == "10.203.0.9" {

@@ -30,18 +30,11 @@ fn a_full_etcd_names_the_fix_del_still_works_and_add_works_again_after_it() {
     let etcd = EtcdServer::start_with(&[&format!("--quota-backend-bytes={QUOTA}")])
         .expect("start etcd with a small quota");
     let s = Scratch::new();
-    let conf = json!({
-        "cniVersion": "1.0.0", "name": "quota", "type": "bridge",
-        "ipam": {
-            "type": "kube-ipam",
-            "subnet": "10.204.0.0/24",
-            "etcdConfig": {"etcdURL": etcd.endpoint()},
-            "logFile": s.log_file(),
-        }
-    })
-    .to_string();
-    let file = s.path().join("net.conf");
-    std::fs::write(&file, &conf).expect("write conf");
+    let (conf, file) = s.etcd_network(
+        "quota",
+        json!({"etcdURL": etcd.endpoint()}),
+        json!({"subnet": "10.204.0.0/24"}),
+    );
     call("ADD", "before", "eth0", &[], &conf).ip();
 
     // Fill etcd until it refuses a write.

@@ -76,17 +76,11 @@ fn fill(etcd: &EtcdServer, network: &str, range: &str) {
 fn ls_and_check_store_page_through_the_store_and_a_closed_reader_ends_ls_quietly() {
     let etcd = EtcdServer::start().expect("start etcd");
     let s = Scratch::new();
-    let conf = json!({
-        "cniVersion": "1.0.0", "name": "paged", "type": "bridge",
-        "ipam": {
-            "type": "kube-ipam",
-            "subnet": "10.197.0.0/16",
-            "etcdConfig": {"etcdURL": etcd.endpoint()},
-            "logFile": s.log_file(),
-        }
-    });
-    let file = s.path().join("net.conf");
-    std::fs::write(&file, conf.to_string()).expect("write conf");
+    let (_, file) = s.etcd_network(
+        "paged",
+        json!({"etcdURL": etcd.endpoint()}),
+        json!({"subnet": "10.197.0.0/16"}),
+    );
     let file = file.to_str().expect("utf-8 path");
     fill(&etcd, "paged", "10.197.0.0/16 10.197.0.1-10.197.255.254");
 

@@ -225,6 +225,22 @@ impl Scratch {
         self.path().join("kube-ipam.log")
     }
 
+    /// The network `name` on etcd (`etcd_config`, the `etcdConfig` block), `ipam` merged over
+    /// the defaults, and the file it is written to for the operator commands.
+    pub fn etcd_network(&self, name: &str, etcd_config: Value, ipam: Value) -> (String, PathBuf) {
+        let mut block = json!({
+            "type": "kube-ipam",
+            "etcdConfig": etcd_config,
+            "logFile": self.log_file(),
+        });
+        merge(&mut block, ipam);
+        let conf = json!({"cniVersion": "1.0.0", "name": name, "type": "bridge", "ipam": block})
+            .to_string();
+        let file = self.path().join("net.conf");
+        std::fs::write(&file, &conf).expect("write conf");
+        (conf, file)
+    }
+
     /// A network config on the embedded store with `ipam` merged over the defaults.
     pub fn conf(&self, version: &str, ipam: Value) -> String {
         let mut base = json!({
