@@ -10,6 +10,11 @@ use super::Allocator;
 
 /// A /16 of two windows' worth of dynamic addresses, so that the search goes through hints.
 fn setup(delay_secs: u64) -> Allocator<Arc<MemoryStore>> {
+    on(Arc::new(MemoryStore::new()), delay_secs)
+}
+
+/// The same network on `store`, with a delay of `delay_secs`.
+fn on(store: Arc<MemoryStore>, delay_secs: u64) -> Allocator<Arc<MemoryStore>> {
     let conf = ipam(vec![vec![range(
         "10.30.0.0/16",
         "10.30.0.1",
@@ -17,7 +22,7 @@ fn setup(delay_secs: u64) -> Allocator<Arc<MemoryStore>> {
         Some("10.30.0.1"),
         None,
     )]]);
-    let mut a = Allocator::new(Arc::new(MemoryStore::new()), Keys::new("/k", "n"), &conf);
+    let mut a = Allocator::new(store, Keys::new("/k", "n"), &conf);
     a.reuse_delay_secs = delay_secs;
     a
 }
@@ -61,23 +66,16 @@ fn an_address_released_behind_full_hints_is_found_through_its_mark() {
 
 #[test]
 fn a_mark_left_from_a_delay_since_turned_off_still_finds_its_address() {
-    let on = setup(30);
+    let delayed = setup(30);
     rt().block_on(async {
-        let size = on.pools().next().unwrap().size() as usize;
+        let size = delayed.pools().next().unwrap().size() as usize;
         for i in 0..size {
-            on.add(&add(i)).await.unwrap();
+            delayed.add(&add(i)).await.unwrap();
         }
-        assert_eq!(on.add(&add(size)).await.unwrap_err().code(), 101);
-        let freed = on.release("c3", "eth0").await.unwrap().unwrap().ips[0].address;
+        assert_eq!(delayed.add(&add(size)).await.unwrap_err().code(), 101);
+        let freed = delayed.release("c3", "eth0").await.unwrap().unwrap().ips[0].address;
         // The same store, the delay turned off in the config.
-        let conf = ipam(vec![vec![range(
-            "10.30.0.0/16",
-            "10.30.0.1",
-            "10.30.7.254",
-            Some("10.30.0.1"),
-            None,
-        )]]);
-        let off = Allocator::new(on.store().clone(), Keys::new("/k", "n"), &conf);
+        let off = on(delayed.store().clone(), 0);
         assert_eq!(off.add(&add(size)).await.unwrap().ips[0].address, freed);
     });
 }
