@@ -564,26 +564,20 @@ fn annotations_from_the_runtime_spare_the_api_its_lookup() {
     assert!(api.requests().is_empty(), "{:?}", api.requests());
     // Held by a live pod: the decision is about that pod, which only the API knows.
     let other = api.add_pod(NS, "second", &[]);
-    let e = pod_call(
-        "ADD",
-        "ctr-s",
-        "second",
-        &other,
-        "node-a",
-        &with_runtime_annotations(&conf, ann.clone()),
-    )
-    .err(11);
+    let second = || {
+        pod_call(
+            "ADD",
+            "ctr-s",
+            "second",
+            &other,
+            "node-a",
+            &with_runtime_annotations(&conf, ann.clone()),
+        )
+    };
+    let e = second().err(11);
     assert!(e.contains("prod/from-runtime"), "{e}");
     api.set_mode(ApiMode::Serve);
-    let e = pod_call(
-        "ADD",
-        "ctr-s",
-        "second",
-        &other,
-        "node-a",
-        &with_runtime_annotations(&conf, ann.clone()),
-    )
-    .err(11);
+    let e = second().err(11);
     assert!(
         e.contains("10.188.0.216 is held by pod prod/from-runtime"),
         "{e}"
